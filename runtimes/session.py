@@ -1,0 +1,89 @@
+"""ONNX Runtime sessions built one way everywhere, so eval, bench and flip measure alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+
+from qtool.errors import QtoolError
+
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dnnl": "DnnlExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+}
+
+
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(names: list[str] | tuple[str, ...] | None) -> list[str]:
+    """Map short names (cpu, dnnl, openvino) to provider names; unknown ones are bad input."""
+    if not names:
+        return ["CPUExecutionProvider"]
+    available = available_providers()
+    resolved = []
+    for name in names:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise QtoolError(
+                f"execution provider {name!r} is not available here; installed: "
+                f"{', '.join(available)}"
+            )
+        resolved.append(full)
+    return resolved
+
+
+def session_options(
+    threads: int | None = None,
+    opt_level: str = "all",
+    spinning: bool | None = None,
+    inter_threads: int | None = 1,
+) -> ort.SessionOptions:
+    if opt_level not in OPT_LEVELS:
+        raise QtoolError(
+            f"unknown graph optimisation level {opt_level!r}: use {', '.join(OPT_LEVELS)}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPT_LEVELS[opt_level]
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    if inter_threads:
+        options.inter_op_num_threads = int(inter_threads)
+    if spinning is not None:
+        value = "1" if spinning else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", value)
+        options.add_session_config_entry("session.inter_op.allow_spinning", value)
+    return options
+
+
+def make_session(
+    model: str | Path | bytes | onnx.ModelProto,
+    providers: list[str] | tuple[str, ...] | None = None,
+    threads: int | None = None,
+    opt_level: str = "all",
+    spinning: bool | None = None,
+) -> ort.InferenceSession:
+    """An InferenceSession from a path, serialized bytes or a ModelProto."""
+    options = session_options(threads, opt_level, spinning)
+    chosen = resolve_providers(providers)
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    source = str(model) if isinstance(model, Path) else model
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=chosen)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        where = source if isinstance(source, str) else "the model"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QtoolError(f"ONNX Runtime cannot load {where}: {first}") from exc

@@ -1,0 +1,83 @@
+"""The `qtool` command: a thin face over the library. Each command lives in qtool.commands.
+
+Failures raised as QtoolError (bad input, exit 2) or WorkFailed (a check failed, exit 1)
+become one line on stderr; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+from qtool import __version__
+from qtool.errors import QtoolError, WorkFailed
+from qtool.report import err_console, set_quiet
+
+COMMAND_MODULES = [
+    "qtool.commands.inspect",
+    "qtool.commands.eval",
+]
+
+
+class QtoolGroup(click.Group):
+    """Maps library exceptions to exit codes and one-line messages."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (QtoolError, WorkFailed) as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+                "(run with qtool --debug ... for the traceback and report it)"
+            )
+            ctx.exit(1)
+
+
+@click.group(cls=QtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qtool")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or remarks on stderr.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+    """qtool: take a trained model to a verified INT8 ONNX model for CPU servers.
+
+    \b
+    Stages (each reads and writes plain files):
+      qtool demo                                  the whole pipeline on the built-in models
+      qtool inspect model.onnx                    what is in an ONNX file
+      qtool eval model.onnx --data digits         accuracy in ONNX Runtime
+
+    Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    set_quiet(quiet)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        main.add_command(module.command)
+
+
+_register()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
