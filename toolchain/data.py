@@ -20,7 +20,9 @@ SPLITS = ("train", "val", "test")
 BUILTIN = ("digits", "breast-cancer")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 SPLIT_SEED = 0
-SPEC_HELP = "use digits, breast-cancer, npz:PATH or folder:PATH, optionally ending in :train, :val or :test"
+SPEC_HELP = (
+    "use digits, breast-cancer, npz:PATH or folder:PATH, optionally ending in :train, :val or :test"
+)
 
 
 @dataclass
@@ -48,7 +50,9 @@ class Dataset:
             return self
         idx = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
         y = None if self.y is None else self.y[idx]
-        return Dataset(self.spec, self.split, self.x[idx], y, self.class_names, self.kind, self.extra)
+        return Dataset(
+            self.spec, self.split, self.x[idx], y, self.class_names, self.kind, self.extra
+        )
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,7 @@ def split_indices(labels: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.nd
     _, train_test_split = _sklearn()
     idx = np.arange(len(labels))
     rest, test = train_test_split(idx, test_size=0.2, stratify=labels, random_state=seed)
-    train, val = train_test_split(
-        rest, test_size=0.125, stratify=labels[rest], random_state=seed
-    )
+    train, val = train_test_split(rest, test_size=0.125, stratify=labels[rest], random_state=seed)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
@@ -264,7 +266,8 @@ def fit_to_input(x: np.ndarray, shape: list[int | str | None]) -> np.ndarray:
             )
         return np.ascontiguousarray(flat, dtype=np.float32)
     if len(dims) != 4 or x.ndim != 4:
-        if x.ndim == len(dims) and all(d is None or d == s for d, s in zip(dims[1:], x.shape[1:])):
+        rest = list(zip(dims[1:], x.shape[1:], strict=False))
+        if x.ndim == len(dims) and all(d is None or d == s for d, s in rest):
             return x
         raise QtoolError(
             f"samples of shape {tuple(x.shape[1:])} do not fit the model input {shape}"

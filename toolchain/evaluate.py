@@ -15,8 +15,11 @@ import onnxruntime as ort
 from qtool.data import Dataset, fit_to_input, normalize
 from qtool.errors import QtoolError
 
-FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
-               "tensor(float16)": np.float16}
+FLOAT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+}
 
 
 @dataclass
@@ -198,7 +201,9 @@ def evaluate_session(
     positive: int | None = None,
 ) -> EvalResult:
     if dataset.y is None:
-        raise QtoolError(f"data set {dataset.spec} ({dataset.split}) has no labels to score against")
+        raise QtoolError(
+            f"data set {dataset.spec} ({dataset.split}) has no labels to score against"
+        )
     scores = run_scores(session, io, io.prepare(dataset.x), batch)
     nonfinite = int((~np.isfinite(scores)).any(axis=1).sum())
     pred = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)

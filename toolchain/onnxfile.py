@@ -42,7 +42,9 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load_model(path: str | Path, *, check: bool = True, load_external: bool = True) -> onnx.ModelProto:
+def load_model(
+    path: str | Path, *, check: bool = True, load_external: bool = True
+) -> onnx.ModelProto:
     """Load an ONNX file, turning every failure into one QtoolError line."""
     path = Path(path)
     if not path.exists():
@@ -272,8 +274,7 @@ def value_spec(value: onnx.ValueInfoProto) -> ValueSpec:
     if not value.type.HasField("tensor_type"):
         return ValueSpec(value.name, value.type.WhichOneof("value") or "unknown", [])
     shape = [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-        for d in tensor.shape.dim
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
     ]
     return ValueSpec(value.name, dtype_name(tensor.elem_type), shape)
 
@@ -424,9 +425,7 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
                 y = shapes[node.output[0]]
                 a = shapes[a_name]
                 k = a[-1]
-                if op == "Gemm" and any(
-                    at.name == "transA" and at.i for at in node.attribute
-                ):
+                if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
                     k = a[0]
                 total += 2 * int(np.prod(y)) * int(k)
         except (KeyError, IndexError):

@@ -19,13 +19,29 @@ from qtool.runtimes import make_session
 @click.option("--data", "data_spec", required=True, help="Data set spec, e.g. digits or npz:x.npz.")
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="Split (default: test).")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--input", "input_name", default=None, help="Model input to feed (default: first float input).")
+@click.option(
+    "--input", "input_name", default=None, help="Model input to feed (default: first float input)."
+)
 @click.option("--output", "output_name", default=None, help="Output holding class scores.")
-@click.option("--positive-class", type=int, default=None, help="Class index counted as positive for sensitivity (two classes).")
+@click.option(
+    "--positive-class",
+    type=int,
+    default=None,
+    help="Class index counted as positive for sensitivity (two classes).",
+)
 @click.option("--provider", "providers", multiple=True, help="Execution provider (default: cpu).")
 @json_option
-def command(model, data_spec, split, batch, input_name, output_name, positive_class,
-            providers, json_path: Path | None) -> None:
+def command(
+    model,
+    data_spec,
+    split,
+    batch,
+    input_name,
+    output_name,
+    positive_class,
+    providers,
+    json_path: Path | None,
+) -> None:
     """Accuracy, per-class precision/recall and confusion matrix of MODEL on a data set.
 
     Works on models qtool did not make: the first float input gets the samples, the first
@@ -57,10 +73,22 @@ def command(model, data_spec, split, batch, input_name, output_name, positive_cl
     if result.nonfinite_outputs:
         rows.append(["NaN/Inf outputs", result.nonfinite_outputs])
     show(table(str(model), ["metric", "value"], rows))
-    show(table("per class", ["class", "precision", "recall", "support"],
-               [[c.name, fmt_pct(c.precision), fmt_pct(c.recall), c.support]
-                for c in result.per_class]))
+    show(
+        table(
+            "per class",
+            ["class", "precision", "recall", "support"],
+            [
+                [c.name, fmt_pct(c.precision), fmt_pct(c.recall), c.support]
+                for c in result.per_class
+            ],
+        )
+    )
     names = [c.name for c in result.per_class]
-    show(table("confusion (rows: true, columns: predicted)", ["true \\ pred", *names],
-               [[names[i], *row] for i, row in enumerate(result.confusion)]))
+    show(
+        table(
+            "confusion (rows: true, columns: predicted)",
+            ["true \\ pred", *names],
+            [[names[i], *row] for i, row in enumerate(result.confusion)],
+        )
+    )
     write_json_report(json_path, {"model": str(model), **vars(result)}, inputs=(model,))

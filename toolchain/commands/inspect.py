@@ -13,7 +13,9 @@ from qtool.report import fmt_bytes, fmt_count, show, table
 
 @click.command("inspect")
 @model_argument
-@click.option("--all-initializers", is_flag=True, help="List every initializer, not the 20 largest.")
+@click.option(
+    "--all-initializers", is_flag=True, help="List every initializer, not the 20 largest."
+)
 @json_option
 def command(model: Path, all_initializers: bool, json_path: Path | None) -> None:
     """Summarise an ONNX model: inputs, outputs, size, parameters, FLOPs, quantisation.
@@ -47,8 +49,13 @@ def command(model: Path, all_initializers: bool, json_path: Path | None) -> None
     inits = sorted(s.initializers, key=lambda i: -i.bytes)
     shown = inits if all_initializers else inits[:20]
     title = "initializers" + ("" if len(shown) == len(inits) else f" (20 largest of {len(inits)})")
-    show(table(title, ["name", "role", "dtype", "shape", "bytes"],
-               [[i.name, i.role, i.dtype, _shape(i.shape), i.bytes] for i in shown]))
+    show(
+        table(
+            title,
+            ["name", "role", "dtype", "shape", "bytes"],
+            [[i.name, i.role, i.dtype, _shape(i.shape), i.bytes] for i in shown],
+        )
+    )
     if s.metadata:
         show(table("metadata", ["key", "value"], [[k, _short(v)] for k, v in s.metadata.items()]))
     write_json_report(json_path, s, inputs=(model,))
