@@ -270,7 +270,8 @@ def fit_to_input(x: np.ndarray, shape: list[int | str | None]) -> np.ndarray:
         if x.ndim == len(dims) and all(d is None or d == s for d, s in rest):
             return x
         raise QtoolError(
-            f"samples of shape {tuple(x.shape[1:])} do not fit the model input {shape}"
+            f"samples of shape {tuple(x.shape[1:])} do not fit the model input {shape}: "
+            "pick the data set the model was trained on, or the right --input"
         )
     _, c, h, w = dims
     if c is not None and x.shape[1] != c:

@@ -285,7 +285,9 @@ def graph_inputs(model: onnx.ModelProto) -> list[ValueSpec]:
     return [value_spec(v) for v in model.graph.input if v.name not in inits]
 
 
-def file_size(path: Path, model: onnx.ModelProto) -> int:
+def file_size(path: Path) -> int:
+    """Bytes on disk of the model file plus the external-data files it references."""
+    model = onnx.load(str(path), load_external_data=False)
     size = path.stat().st_size
     locations = {
         external_data_helper.ExternalDataInfo(t).location
@@ -360,7 +362,7 @@ def summarize(path: str | Path, model: onnx.ModelProto | None = None) -> ModelSu
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelSummary(
         path=str(path),
-        file_bytes=file_size(path, model),
+        file_bytes=file_size(path),
         ir_version=model.ir_version,
         opset=opset,
         producer=f"{model.producer_name} {model.producer_version}".strip(),
