@@ -18,6 +18,9 @@ from qtool.report import err_console, set_quiet
 COMMAND_MODULES = [
     "qtool.commands.inspect",
     "qtool.commands.eval",
+    "qtool.commands.package",
+    "qtool.commands.verify",
+    "qtool.commands.predict",
 ]
 
 

@@ -1,0 +1,86 @@
+"""`qtool package`: a bundle a hospital CPU server can check before it loads the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.bundle import package
+from qtool.commands.options import force_option, model_argument
+from qtool.report import fmt_bytes, show, table
+
+
+@click.command("package")
+@model_argument
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Bundle folder, or archive path with --format tar.gz|zip.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["dir", "tar.gz", "zip"]),
+    default="dir",
+    show_default=True,
+    help="A folder, or one archive file.",
+)
+@click.option(
+    "--ecc", is_flag=True, help="Add Reed-Solomon parity so corrupted bytes can be repaired."
+)
+@click.option(
+    "--ecc-nsym",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Parity bytes per 255-byte codeword; repairs nsym/2 bytes per chunk.",
+)
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="--json output of eval/quantize/bench/flip to bundle (repeatable).",
+)
+@click.option("--intended-use", default=None, help="Intended-use text for MODEL_CARD.md.")
+@force_option
+def command(model, out, fmt, ecc, ecc_nsym, reports, intended_use, force) -> None:
+    """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md and optional ECC parity.
+
+    \b
+    Examples:
+      qtool package model.int8.onnx --out bundle/ --ecc --report eval.json --report bench.json
+      qtool package model.int8.onnx --out bundle.tar.gz --format tar.gz
+    """
+    result = package(
+        model,
+        out,
+        fmt=fmt,
+        ecc=ecc,
+        nsym=ecc_nsym,
+        report_paths=list(reports),
+        intended_use=intended_use,
+        force=force,
+    )
+    rows = [
+        [rel, fmt_bytes(info["bytes"]), info["sha256"][:16] + "…"]
+        for rel, info in result.files.items()
+    ]
+    show(table(f"bundle {out}", ["file", "size", "sha256"], rows))
+    lines = [
+        ["initializers", f"{result.initializers} ({fmt_bytes(result.weight_bytes)})"],
+        ["manifest sha256", result.manifest_sha256],
+    ]
+    if result.ecc:
+        lines.append(
+            [
+                "ECC",
+                f"RS nsym={result.ecc['nsym']}: repairs "
+                f"{result.ecc['correctable_bytes_per_chunk']} bytes per "
+                f"{result.ecc['chunk_bytes']}-byte chunk, "
+                f"{100 * result.ecc['overhead']:.1f} % size overhead",
+            ]
+        )
+    show(table(None, ["", ""], lines))

@@ -1,0 +1,40 @@
+"""`qtool predict`: classify inputs with a bundle's model, after verifying the bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.commands.options import json_option, write_json_report
+from qtool.predict import predict_bundle
+from qtool.report import show, table
+
+
+@click.command("predict")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@json_option
+def command(bundle: Path, inputs: tuple[Path, ...], json_path) -> None:
+    """Verify BUNDLE, then print class and probability for each INPUT (images or an .npz).
+
+    A bundle whose bytes differ from its manifest is refused (exit 1).
+
+    \b
+    Examples:
+      qtool predict bundle/ scan1.png scan2.png
+      qtool predict bundle.tar.gz samples.npz --json predictions.json
+    """
+    predictions, info = predict_bundle(bundle, list(inputs))
+    show(
+        table(
+            f"predictions ({bundle} verified)",
+            ["input", "#", "class", "probability"],
+            [[p.source, p.index, p.class_name, f"{p.probability:.4f}"] for p in predictions],
+        )
+    )
+    write_json_report(
+        json_path,
+        {"bundle": str(bundle), **info, "predictions": predictions},
+        inputs=(bundle, *inputs),
+    )

@@ -1,0 +1,65 @@
+"""`qtool verify`: is this bundle the model that was validated? If not, what changed?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.commands.options import json_option, write_json_report
+from qtool.report import show, table
+from qtool.verify import verify
+
+
+@click.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--repair", is_flag=True, help="Restore corrupted bytes from the ECC parity.")
+@click.option(
+    "--manifest-sha256",
+    default=None,
+    help="Also require manifest.json to have this sha256 (printed by package).",
+)
+@json_option
+def command(bundle: Path, repair: bool, manifest_sha256: str | None, json_path) -> None:
+    """Check every file, tensor and 4 KiB block of BUNDLE against its manifest.
+
+    Exit 0 when intact (or fully repaired), 1 when anything changed, 2 on bad input.
+
+    \b
+    Examples:
+      qtool verify bundle/
+      qtool verify bundle/ --repair
+    """
+    result = verify(bundle, do_repair=repair, expect_manifest_sha256=manifest_sha256)
+    write_json_report(
+        json_path, {**vars(result), "changed_bytes": result.changed_bytes}, inputs=(bundle,)
+    )
+    if result.intact and not result.repaired:
+        show(f"OK: {bundle} is intact ({result.files_checked} files match manifest.json)")
+        return
+    rows = []
+    for t in result.tensors:
+        where = ", ".join(str(b) for b in t.blocks[:8]) + (" …" if len(t.blocks) > 8 else "")
+        bits = "; ".join(f"element {b.element} bit {b.bit}" for b in t.bits[:6])
+        if len(t.bits) > 6:
+            bits += f"; … ({len(t.bits)} bits)"
+        rows.append([t.name, t.file, where, bits or "(no ECC: block level only)"])
+    for o in result.outside_tensors[:20]:
+        rows.append(["(outside tensors)", o["file"], f"byte {o['offset']}", "graph/metadata byte"])
+    if rows:
+        show(table("changed tensors", ["tensor", "file", "4 KiB blocks", "located bits"], rows))
+    for rel in result.missing_files:
+        show(f"missing: {rel}")
+    for rel in result.changed_files:
+        if not any(t.file == rel for t in result.tensors) and not any(
+            o["file"] == rel for o in result.outside_tensors
+        ):
+            show(f"changed: {rel}")
+    for rel, chunks in result.uncorrectable_chunks.items():
+        show(f"uncorrectable: {rel}, {len(chunks)} chunk(s) beyond the ECC's reach")
+    if result.repaired:
+        show(f"REPAIRED: {', '.join(result.repaired_files)} restored; sha256 matches the manifest")
+        return
+    hint = "" if repair else " (qtool verify --repair restores it when packaged with --ecc)"
+    show(f"FAILED: {bundle} differs from its manifest{hint}")
+    raise click.exceptions.Exit(1)

@@ -1,0 +1,107 @@
+"""MODEL_CARD.md: what the people responsible for a deployed model need to read.
+
+Built only from facts in the manifest and the `--report` JSON files, so every number in
+the card can be traced to a file in the bundle.
+"""
+
+from __future__ import annotations
+
+
+def _pct(x) -> str:
+    return f"{100 * float(x):.2f} %" if isinstance(x, (int, float)) else "n/a"
+
+
+def _find(reports: dict, predicate) -> list[tuple[str, dict]]:
+    return [(name, r) for name, r in reports.items() if predicate(r)]
+
+
+def render_model_card(manifest: dict, intended_use: str | None = None) -> str:
+    reports = manifest.get("reports") or {}
+    name = manifest.get("model_name") or manifest["model"]["file"]
+    quant = manifest.get("quantization")
+    lines = [
+        f"# Model card: {name}",
+        "",
+        f"File `{manifest['model']['file']}`, bundled {manifest['created']} by qtool "
+        f"{manifest['versions']['qtool']} (onnx {manifest['versions']['onnx']}, onnxruntime "
+        f"{manifest['versions']['onnxruntime']}).",
+        "",
+        "## Intended use",
+        "",
+        intended_use
+        or "Classification of inputs like those of the data set below, on CPU servers with "
+        "ONNX Runtime. Decision support under clinical oversight only; not validated as a "
+        "medical device. Do not use on data unlike the evaluation data.",
+        "",
+        "## Data and input",
+        "",
+        f"- Data set: {manifest.get('dataset') or 'not recorded'}",
+        f"- Classes: {', '.join(manifest.get('class_names') or []) or 'not recorded'}",
+        f"- Input: {_inputs(manifest['inputs'])}",
+        f"- Preprocessing: {manifest['preprocessing'].get('normalization') or 'none recorded'}",
+        f"- Quantisation: {quant if quant else 'none (FP32)'}",
+        "",
+        "## Accuracy",
+        "",
+    ]
+    evals = _find(reports, lambda r: "accuracy" in r and "confusion" in r)
+    if evals:
+        for report_name, r in evals:
+            line = f"- {_pct(r['accuracy'])} on {r.get('samples')} samples of {r.get('data')} "
+            line += f"({r.get('split')}), from `reports/{report_name}`"
+            if r.get("sensitivity") is not None:
+                line += f"; sensitivity {_pct(r['sensitivity'])}, specificity "
+                line += f"{_pct(r['specificity'])} (positive: {r.get('positive_class')})"
+            lines.append(line)
+    else:
+        lines.append("- No evaluation report bundled (add one with `--report eval.json`).")
+    lines += ["", "## Latency and energy", ""]
+    benches = _find(reports, lambda r: "energy" in r or "latency" in str(list(r))[:400])
+    if benches:
+        for report_name, r in benches:
+            lines.append(f"- See `reports/{report_name}`. {_bench_line(r)}")
+    else:
+        lines.append("- No benchmark report bundled (add one with `--report bench.json`).")
+    lines += ["", "## Robustness to bit flips in stored weights", ""]
+    flips = _find(reports, lambda r: "budgets" in r or "flips" in r or "campaign" in r)
+    if flips:
+        for report_name, r in flips:
+            lines.append(f"- See `reports/{report_name}`. {_flip_line(r)}")
+    else:
+        lines.append("- No bit-flip report bundled (add one with `--report flips.json`).")
+    ecc = manifest.get("ecc")
+    lines += [
+        "",
+        "## Integrity",
+        "",
+        "Run `qtool verify <bundle>` before loading; `qtool predict` does so itself and refuses",
+        "a bundle whose bytes differ from `manifest.json` (sha256 per file, per tensor, CRC32",
+        "per 4 KiB block of every tensor).",
+    ]
+    if ecc:
+        lines.append(
+            f"Reed-Solomon parity (`{ecc['file']}`, {ecc['nsym']} parity bytes per "
+            f"{ecc['chunk_bytes']}-byte chunk, {100 * ecc['overhead']:.1f} % overhead) repairs "
+            f"up to {ecc['correctable_bytes_per_chunk']} corrupted bytes per chunk: "
+            "`qtool verify --repair <bundle>`."
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _inputs(inputs: list[dict]) -> str:
+    return ", ".join("{} {} {}".format(i["name"], i["dtype"], i["shape"]) for i in inputs)
+
+
+def _bench_line(r: dict) -> str:
+    energy = r.get("energy")
+    method = energy.get("method") if isinstance(energy, dict) else energy
+    if method and "estimate" in str(method):
+        return "Energy figures are ESTIMATED from CPU time x watts per core, not measured."
+    if method:
+        return f"Energy method: {method}."
+    return ""
+
+
+def _flip_line(r: dict) -> str:
+    return "Accuracy under random bit flips in the stored weights, per number of flipped bits."

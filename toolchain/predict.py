@@ -1,0 +1,118 @@
+"""Class predictions from a verified bundle: the only way a bundle's model should be run.
+
+The bundle is verified first; a bundle whose bytes differ from its manifest is refused.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from qtool.bundle import extract_archive, is_archive, read_manifest, safe_member
+from qtool.data import IMAGE_SUFFIXES, _images_to_float, fit_to_input
+from qtool.errors import QtoolError, WorkFailed
+from qtool.evaluate import model_io, run_scores
+from qtool.onnxfile import load_model, qtool_metadata
+from qtool.runtimes import make_session
+from qtool.verify import verify
+
+
+@dataclass
+class Prediction:
+    source: str
+    index: int
+    label: int
+    class_name: str
+    probability: float
+
+
+def load_inputs(paths: list[Path], input_shape: list) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Images (PNG/JPEG) and .npz arrays -> one batch fitted to the model input."""
+    channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
+    arrays, origin = [], []
+    for path in paths:
+        if not path.is_file():
+            raise QtoolError(f"input {path} does not exist: give image files or an .npz")
+        if path.suffix.lower() == ".npz":
+            x = _npz_samples(path)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            x = _image(path, channels)
+        else:
+            raise QtoolError(f"input {path} is neither an image (PNG/JPEG) nor an .npz file")
+        arrays.append(fit_to_input(x, input_shape))
+        origin += [(str(path), i) for i in range(len(x))]
+    return np.concatenate(arrays), origin
+
+
+def _npz_samples(path: Path) -> np.ndarray:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise QtoolError(f"{path} is not a readable .npz file ({exc})") from exc
+    for key in ("images", "x", "test_images", "inputs"):
+        if key in archive.files:
+            return _images_to_float(archive[key], path)[0]
+    if len(archive.files) == 1:
+        return _images_to_float(archive[archive.files[0]], path)[0]
+    raise QtoolError(
+        f"{path} holds {', '.join(archive.files)}; name the samples array 'images' or 'x'"
+    )
+
+
+def _image(path: Path, channels: int | None) -> np.ndarray:
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise QtoolError("image inputs need Pillow: pip install 'qtool[data]'") from exc
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB" if channels == 3 else "L")
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise QtoolError(f"cannot read image {path}: {exc}") from exc
+    return _images_to_float(arr[None], path)[0]
+
+
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """Scores that already are probabilities pass through; logits get a softmax."""
+    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
+        return scores
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], dict]:
+    result = verify(bundle)
+    if not result.intact:
+        names = ", ".join(t.name for t in result.tensors[:5]) or ", ".join(result.changed_files)
+        raise WorkFailed(
+            f"bundle {bundle} failed verification ({names} changed); refusing to predict. "
+            "Run qtool verify for details, or qtool verify --repair if it has ECC"
+        )
+    with tempfile.TemporaryDirectory(prefix="qtool-predict-") as tmp:
+        folder = extract_archive(bundle, Path(tmp)) if is_archive(bundle) else bundle
+        manifest = read_manifest(folder)
+        model_path = safe_member(folder, manifest["model"]["file"])
+        proto = load_model(model_path)
+        meta = qtool_metadata(proto)
+        session = make_session(model_path)
+    io = model_io(session, meta)
+    x, origin = load_inputs(inputs, io.input_shape)
+    probs = probabilities(run_scores(session, io, io.prepare(x)))
+    names = io.class_names or [str(i) for i in range(probs.shape[1])]
+    labels = probs.argmax(axis=1)
+    predictions = [
+        Prediction(
+            src,
+            idx,
+            int(label),
+            names[label] if label < len(names) else str(label),
+            float(probs[row, label]),
+        )
+        for row, ((src, idx), label) in enumerate(zip(origin, labels, strict=True))
+    ]
+    return predictions, {"manifest_sha256": result.manifest_sha256}

@@ -1,0 +1,260 @@
+"""Check a bundle against its manifest; name what changed; repair it from the ECC parity.
+
+Detection needs no ECC: file sha256s say that something changed, the per-initializer sha256
+and 4 KiB CRC32 blocks say which tensor and where. With ECC, the parity of the current bytes
+is recomputed (fast, vectorised) and only chunks whose parity differs are decoded, which
+gives the exact byte, hence the element index and bit, and the original value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qtool.bundle import (
+    BLOCK,
+    MANIFEST,
+    extract_archive,
+    is_archive,
+    read_manifest,
+    safe_member,
+)
+from qtool.ecc import EccParams, encode_parity, repair
+from qtool.errors import QtoolError
+from qtool.onnxfile import atomic_write, sha256_file
+
+
+@dataclass
+class BitChange:
+    offset: int
+    element: int
+    bit: int
+    old_byte: int
+    new_byte: int
+
+
+@dataclass
+class TensorChange:
+    name: str
+    file: str
+    blocks: list[int]
+    bits: list[BitChange] = field(default_factory=list)
+
+
+@dataclass
+class VerifyResult:
+    bundle: str
+    intact: bool
+    files_checked: int
+    changed_files: list[str]
+    missing_files: list[str]
+    tensors: list[TensorChange]
+    outside_tensors: list[dict]
+    ecc_used: bool
+    uncorrectable_chunks: dict[str, list[int]]
+    repaired: bool = False
+    repaired_files: list[str] = field(default_factory=list)
+    manifest_sha256: str = ""
+
+    @property
+    def changed_bytes(self) -> int:
+        inside = sum(len(t.bits) for t in self.tensors)
+        return inside + sum(1 for _ in self.outside_tensors)
+
+
+def verify(
+    path: Path,
+    *,
+    do_repair: bool = False,
+    expect_manifest_sha256: str | None = None,
+) -> VerifyResult:
+    """Verify a bundle folder or archive; with `do_repair`, fix a folder bundle in place."""
+    path = Path(path)
+    if not path.exists():
+        raise QtoolError(f"bundle {path} does not exist: check the path")
+    if is_archive(path):
+        if do_repair:
+            raise QtoolError(
+                f"--repair works on bundle folders; extract {path} first, then repair the folder"
+            )
+        with tempfile.TemporaryDirectory(prefix="qtool-verify-") as tmp:
+            root = extract_archive(path, Path(tmp))
+            result = _verify_folder(root, False, expect_manifest_sha256)
+            result.bundle = str(path)
+            return result
+    if path.is_file():
+        raise QtoolError(f"{path} is neither a bundle folder nor a .tar.gz/.zip bundle archive")
+    return _verify_folder(path, do_repair, expect_manifest_sha256)
+
+
+def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> VerifyResult:
+    manifest_sha = sha256_file(folder / MANIFEST) if (folder / MANIFEST).is_file() else ""
+    if expected and manifest_sha != expected.lower():
+        raise QtoolError(
+            f"manifest.json of {folder} has sha256 {manifest_sha[:16]}..., not the expected "
+            f"{expected[:16]}...; the manifest itself was replaced"
+        )
+    manifest = read_manifest(folder)
+    changed, missing = [], []
+    for rel, info in manifest["files"].items():
+        target = safe_member(folder, rel)
+        if not target.is_file():
+            missing.append(rel)
+        elif target.stat().st_size != info["bytes"] or sha256_file(target) != info["sha256"]:
+            changed.append(rel)
+    result = VerifyResult(
+        bundle=str(folder),
+        intact=not changed and not missing,
+        files_checked=len(manifest["files"]),
+        changed_files=changed,
+        missing_files=missing,
+        tensors=[],
+        outside_tensors=[],
+        ecc_used=False,
+        uncorrectable_chunks={},
+        manifest_sha256=manifest_sha,
+    )
+    if result.intact:
+        return result
+    contents = {rel: safe_member(folder, rel).read_bytes() for rel in changed}
+    result.tensors = _changed_tensors(manifest, contents)
+    ecc = manifest.get("ecc")
+    repaired: dict[str, bytes] = {}
+    if ecc and manifest["ecc"]["file"] not in missing:
+        parity_all = safe_member(folder, ecc["file"]).read_bytes()
+        params = EccParams(int(ecc["nsym"]))
+        for cover in ecc["covers"]:
+            rel = cover["file"]
+            if rel not in contents:
+                continue
+            result.ecc_used = True
+            data = contents[rel]
+            if len(data) != cover["bytes"]:
+                result.uncorrectable_chunks[rel] = [-1]  # length changed: not a bit-level fault
+                continue
+            start = cover["parity_offset"]
+            parity = parity_all[start : start + cover["parity_bytes"]]
+            current = encode_parity(data, params)
+            nsym = params.nsym
+            damaged = [
+                c
+                for c in range(len(parity) // nsym)
+                if current[c * nsym : (c + 1) * nsym] != parity[c * nsym : (c + 1) * nsym]
+            ]
+            fixed = repair(data, parity, params, damaged)
+            if fixed.uncorrectable_chunks:
+                result.uncorrectable_chunks[rel] = fixed.uncorrectable_chunks
+            _attribute_bits(manifest, rel, data, fixed.data, fixed.corrected_offsets, result)
+            repaired[rel] = fixed.data
+    if do_repair:
+        _repair_files(folder, manifest, result, repaired)
+    return result
+
+
+def _changed_tensors(manifest: dict, contents: dict[str, bytes]) -> list[TensorChange]:
+    changes = []
+    for record in manifest["initializers"]:
+        data = contents.get(record["file"])
+        if data is None:
+            continue
+        piece = data[record["offset"] : record["offset"] + record["length"]]
+        if len(piece) == record["length"] and hashlib.sha256(piece).hexdigest() == record["sha256"]:
+            continue
+        blocks = [
+            i
+            for i, crc in enumerate(record["crc32"])
+            if zlib.crc32(piece[i * BLOCK : (i + 1) * BLOCK]) != crc
+        ]
+        changes.append(TensorChange(record["name"], record["file"], blocks))
+    return changes
+
+
+def _attribute_bits(
+    manifest: dict,
+    rel: str,
+    current: bytes,
+    original: bytes,
+    offsets: list[int],
+    result: VerifyResult,
+) -> None:
+    """Map each corrected byte to its tensor, element and bit (or to the non-tensor bytes)."""
+    by_name = {t.name: t for t in result.tensors}
+    records = [r for r in manifest["initializers"] if r["file"] == rel]
+    for offset in sorted(offsets):
+        record = next(
+            (r for r in records if r["offset"] <= offset < r["offset"] + r["length"]), None
+        )
+        diff = current[offset] ^ original[offset]
+        if record is None:
+            result.outside_tensors.append(
+                {"file": rel, "offset": offset, "old": original[offset], "new": current[offset]}
+            )
+            continue
+        change = by_name.get(record["name"])
+        if change is None:
+            change = TensorChange(record["name"], rel, [(offset - record["offset"]) // BLOCK])
+            result.tensors.append(change)
+            by_name[record["name"]] = change
+        local = offset - record["offset"]
+        itemsize = max(int(record["itemsize"]), 1)
+        for bit_in_byte in range(8):
+            if diff >> bit_in_byte & 1:
+                change.bits.append(
+                    BitChange(
+                        offset=offset,
+                        element=local // itemsize,
+                        bit=(local % itemsize) * 8 + bit_in_byte,
+                        old_byte=original[offset],
+                        new_byte=current[offset],
+                    )
+                )
+
+
+def _repair_files(
+    folder: Path, manifest: dict, result: VerifyResult, repaired: dict[str, bytes]
+) -> None:
+    if result.missing_files:
+        raise QtoolError(
+            f"cannot repair {folder}: missing files {', '.join(result.missing_files)}; "
+            "restore them from the original bundle"
+        )
+    if not manifest.get("ecc"):
+        raise QtoolError(
+            f"{folder} has no ECC parity (package it with --ecc); it cannot be repaired, only "
+            "replaced by a good copy"
+        )
+    for rel in result.changed_files:
+        if rel not in repaired:
+            continue
+        if rel in result.uncorrectable_chunks:
+            continue
+        expected = manifest["files"][rel]["sha256"]
+        if hashlib.sha256(repaired[rel]).hexdigest() != expected:
+            continue
+        atomic_write(safe_member(folder, rel), repaired[rel])
+        result.repaired_files.append(rel)
+    ecc_file = manifest["ecc"]["file"]
+    if ecc_file in result.changed_files and ecc_file not in result.repaired_files:
+        # Parity damaged but the data decoded clean: rebuild parity from the verified data.
+        _rebuild_parity(folder, manifest, result)
+    still = [f for f in result.changed_files if f not in result.repaired_files]
+    result.repaired = not still
+    result.intact = result.repaired
+
+
+def _rebuild_parity(folder: Path, manifest: dict, result: VerifyResult) -> None:
+    ecc = manifest["ecc"]
+    params = EccParams(int(ecc["nsym"]))
+    parts = []
+    for cover in ecc["covers"]:
+        data = safe_member(folder, cover["file"]).read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest["files"][cover["file"]]["sha256"]:
+            return
+        parts.append(encode_parity(data, params))
+    blob = b"".join(parts)
+    if hashlib.sha256(blob).hexdigest() == manifest["files"][ecc["file"]]["sha256"]:
+        atomic_write(safe_member(folder, ecc["file"]), blob)
+        result.repaired_files.append(ecc["file"])
