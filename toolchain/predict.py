@@ -5,6 +5,7 @@ The bundle is verified first; a bundle whose bytes differ from its manifest is r
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,20 +87,27 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
 
 
 def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], dict]:
-    result = verify(bundle)
-    if not result.intact:
-        names = ", ".join(t.name for t in result.tensors[:5]) or ", ".join(result.changed_files)
-        raise WorkFailed(
-            f"bundle {bundle} failed verification ({names} changed); refusing to predict. "
-            "Run qtool verify for details, or qtool verify --repair if it has ECC"
-        )
+    """Verify, then run the verified bytes (not a second read of the file that was checked)."""
+    if not bundle.exists():
+        raise QtoolError(f"bundle {bundle} does not exist: check the path")
     with tempfile.TemporaryDirectory(prefix="qtool-predict-") as tmp:
         folder = extract_archive(bundle, Path(tmp)) if is_archive(bundle) else bundle
+        result = verify(folder)
+        if not result.intact:
+            changed = [t.name for t in result.tensors[:5]] or result.changed_files
+            raise WorkFailed(
+                f"bundle {bundle} failed verification ({', '.join(changed)} changed); refusing "
+                "to predict. Run qtool verify for details, or qtool verify --repair with ECC"
+            )
         manifest = read_manifest(folder)
         model_path = safe_member(folder, manifest["model"]["file"])
-        proto = load_model(model_path)
-        meta = qtool_metadata(proto)
-        session = make_session(model_path)
+        model_bytes = model_path.read_bytes()
+        expected = manifest["files"][manifest["model"]["file"]]["sha256"]
+        if hashlib.sha256(model_bytes).hexdigest() != expected:
+            raise WorkFailed(f"{model_path} changed while it was being verified; refusing it")
+        meta = qtool_metadata(load_model(model_path))
+        source = model_path if manifest["model"].get("data_files") else model_bytes
+        session = make_session(source)
     io = model_io(session, meta)
     x, origin = load_inputs(inputs, io.input_shape)
     probs = probabilities(run_scores(session, io, io.prepare(x)))
