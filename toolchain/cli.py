@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "qtool.commands.package",
     "qtool.commands.verify",
     "qtool.commands.predict",
+    "qtool.commands.bench",
 ]
 
 

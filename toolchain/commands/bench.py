@@ -1,0 +1,197 @@
+"""`qtool bench`: latency and energy of ONNX models side by side (e.g. FP32 vs INT8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from qtool.bench import plot_bench, render_bench, require_matplotlib, run_bench
+from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.errors import QtoolError
+from qtool.onnxfile import check_output_path
+from qtool.report import info, show, table
+from qtool.runtimes import available_providers
+from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
+from qtool.runtimes.session import OPT_LEVELS
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--batch", "batches", default="1", show_default=True, help="Batch sizes, e.g. 1,8,32."
+)
+@click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2.")
+@click.option(
+    "--providers",
+    "providers",
+    multiple=True,
+    help="Execution providers, e.g. cpu or cpu,dnnl,openvino (default: cpu).",
+)
+@click.option("--runs", type=int, default=None, help="Measured rounds per configuration.")
+@click.option(
+    "--seconds",
+    type=float,
+    default=None,
+    help="Measure for this long per configuration instead (default 3 s if no --runs).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Warm-up rounds, discarded.",
+)
+@click.option(
+    "--data",
+    "data_spec",
+    default=None,
+    help="Feed samples of this data set (e.g. digits) instead of random inputs.",
+)
+@click.option(
+    "--energy",
+    type=click.Choice(ENERGY_METHODS),
+    default="auto",
+    show_default=True,
+    help="rapl: Linux powercap counters; estimate: CPU time x W/core (labelled estimated); "
+    "auto: rapl where readable, else estimate.",
+)
+@click.option(
+    "--cpu-watts-per-core",
+    type=float,
+    default=None,
+    help=f"Watts per busy core for --energy estimate [{WATTS_PER_CORE_SOURCE}].",
+)
+@click.option(
+    "--energy-window",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    help="Seconds per energy window of back-to-back calls (rapl needs >= 1).",
+)
+@click.option(
+    "--energy-rounds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Energy windows per model and configuration (interleaved).",
+)
+@click.option(
+    "--opt-level",
+    type=click.Choice(list(OPT_LEVELS)),
+    default="all",
+    show_default=True,
+    help="ONNX Runtime graph optimisation level.",
+)
+@click.option(
+    "--spinning/--no-spinning",
+    default=False,
+    show_default=True,
+    help="ORT thread spinning (off: idle threads do not burn CPU outside the timed calls).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the random inputs, round order and bootstrap.",
+)
+@json_option
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write latency box plots and energy bars to this PNG.",
+)
+@force_option
+@click.option("--list-providers", is_flag=True, help="List installed execution providers and exit.")
+def command(
+    models: tuple[Path, ...],
+    batches: str,
+    threads: str,
+    providers: tuple[str, ...],
+    runs: int | None,
+    seconds: float | None,
+    warmup: int,
+    data_spec: str | None,
+    energy: str,
+    cpu_watts_per_core: float | None,
+    energy_window: float,
+    energy_rounds: int,
+    opt_level: str,
+    spinning: bool,
+    seed: int,
+    json_path: Path | None,
+    plot_path: Path | None,
+    force: bool,
+    list_providers: bool,
+) -> None:
+    """Latency (p50/p90/p99, throughput) and energy per inference of MODELs, side by side.
+
+    The models are timed interleaved, round by round in a seeded random order, so machine
+    drift hits all alike. The first MODEL is the baseline: the others get the ratio of median
+    latencies with a bootstrap 95 % interval, and an energy ratio.
+
+    \b
+    Energy (mJ per item):
+      rapl      Linux powercap counters, package domain (dram apart), over >= 1 s
+                windows of back-to-back calls, idle power subtracted; needs read
+                access to energy_uj (root).
+      estimate  process CPU time over the same windows x W per core, labelled
+                "estimated": not a measurement; its ratio equals the CPU-time ratio.
+      auto      rapl where readable, otherwise estimate (the output says which and why).
+      off       latency only.
+    Energy windows run after each configuration's latency rounds, so they add
+    about (models x --energy-rounds x --energy-window) seconds per configuration.
+
+    \b
+    Examples:
+      qtool bench model.onnx model.int8.onnx
+      qtool bench fp32.onnx int8.onnx --batch 1,32 --threads 1,2 --seconds 5 --json b.json
+      qtool bench model.onnx --data digits --runs 500 --plot bench.png
+      qtool bench --list-providers
+    """
+    if list_providers:
+        show(
+            table(
+                "installed execution providers", ["provider"], [[p] for p in available_providers()]
+            )
+        )
+        return
+    if not models:
+        raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
+    outputs = [p for p in (json_path, plot_path) if p is not None]
+    for out in outputs:
+        check_output_path(out, force=force, inputs=models)
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise QtoolError("--json and --plot name the same file; give two paths")
+    if plot_path is not None:
+        require_matplotlib()
+    result = run_bench(
+        list(models),
+        batches=batches,
+        threads=threads,
+        providers=_split(providers) or None,
+        runs=runs,
+        seconds=seconds,
+        warmup=warmup,
+        data=data_spec,
+        energy=energy,
+        seed=seed,
+        cpu_watts_per_core=cpu_watts_per_core,
+        opt_level=opt_level,
+        spinning=spinning,
+        energy_window_s=energy_window,
+        energy_rounds=energy_rounds,
+        on_group=lambda label: info(f"measuring {label} ..."),
+    )
+    show(*render_bench(result))
+    write_json_report(json_path, result, force=force, inputs=models)
+    if plot_path is not None:
+        plot_bench(result, plot_path)
+        info(f"plot written to {plot_path}")
