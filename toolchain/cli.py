@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "qtool.commands.verify",
     "qtool.commands.predict",
     "qtool.commands.bench",
+    "qtool.commands.flip",
 ]
 
 
