@@ -232,3 +232,40 @@ def test_bad_inputs_exit_2(tmp_path, model):
         result = run(*args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
+
+
+def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
+    """Each flip made by the flip machinery is caught and named down to element and bit."""
+    from flip_models import digits_cnn, quantized
+
+    from qtool.flip import FlipSettings, inject
+    from qtool.locate import to_flippable
+    from qtool.verify import verify
+
+    int8 = quantized(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.int8.onnx")
+    # ORT stores some int32 tensors as varints; flip converts them to raw_data first (a
+    # layout change, reported in its manifest), so package the already-converted file.
+    src = tmp_path / "cnn.int8.raw.onnx"
+    src.write_bytes(to_flippable(int8.read_bytes())[0])
+    bundle = tmp_path / "bundle"
+    assert run("package", src, "--out", bundle, "--ecc").exit_code == 0
+    model_file = bundle / src.name
+    original = model_file.read_bytes()
+    misses = []
+    for seed in range(1000):
+        flip = inject(model_file, FlipSettings(bits=1, seed=seed, targets="all"))
+        entry = flip.manifest["flips"][0]
+        model_file.write_bytes(bytes(flip.files.main))
+        result = verify(bundle)
+        located = [(t.name, b.element, b.bit) for t in result.tensors for b in t.bits]
+        if result.intact or located != [(entry["tensor"], entry["word"], entry["bit"])]:
+            misses.append((seed, entry["tensor"], located))
+        model_file.write_bytes(original)
+    assert misses == []
+
+
+def test_inserted_bytes_are_reported_as_a_length_change(bundle):
+    data = (bundle / "lin.onnx").read_bytes()
+    (bundle / "lin.onnx").write_bytes(data[:100] + b"\0" + data[100:])
+    result = run("verify", bundle, "--repair")
+    assert result.exit_code == 1 and "length changed" in result.output

@@ -55,6 +55,7 @@ class VerifyResult:
     outside_tensors: list[dict]
     ecc_used: bool
     uncorrectable_chunks: dict[str, list[int]]
+    length_changed: dict[str, list[int]] = field(default_factory=dict)
     repaired: bool = False
     repaired_files: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
@@ -132,8 +133,8 @@ def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> Verif
                 continue
             result.ecc_used = True
             data = contents[rel]
-            if len(data) != cover["bytes"]:
-                result.uncorrectable_chunks[rel] = [-1]  # length changed: not a bit-level fault
+            if len(data) != cover["bytes"]:  # bytes inserted/removed: not a bit-level fault
+                result.length_changed[rel] = [cover["bytes"], len(data)]
                 continue
             start = cover["parity_offset"]
             parity = parity_all[start : start + cover["parity_bytes"]]
@@ -229,7 +230,7 @@ def _repair_files(
     for rel in result.changed_files:
         if rel not in repaired:
             continue
-        if rel in result.uncorrectable_chunks:
+        if rel in result.uncorrectable_chunks or rel in result.length_changed:
             continue
         expected = manifest["files"][rel]["sha256"]
         if hashlib.sha256(repaired[rel]).hexdigest() != expected:

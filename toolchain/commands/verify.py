@@ -55,6 +55,8 @@ def command(bundle: Path, repair: bool, manifest_sha256: str | None, json_path) 
             o["file"] == rel for o in result.outside_tensors
         ):
             show(f"changed: {rel}")
+    for rel, (was, now) in result.length_changed.items():
+        show(f"length changed: {rel} is {now} bytes, was {was}; bytes were inserted or removed")
     for rel, chunks in result.uncorrectable_chunks.items():
         show(f"uncorrectable: {rel}, {len(chunks)} chunk(s) beyond the ECC's reach")
     if result.repaired:
