@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "qtool.commands.predict",
     "qtool.commands.bench",
     "qtool.commands.flip",
+    "qtool.commands.quantize",
 ]
 
 
