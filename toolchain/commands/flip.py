@@ -89,6 +89,32 @@ SHOWN_FLIPS = 20
 )
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--search",
+    type=click.Choice(["progressive"]),
+    default=None,
+    help="Choose the bits adversarially (Bit-Flip Attack, progressive bit search); needs --data.",
+)
+@click.option(
+    "--until-accuracy",
+    type=float,
+    default=None,
+    help="--search: stop once test accuracy (percent) is at or below this.",
+)
+@click.option(
+    "--attack-samples",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="--search: attack batch size (train split, the model's own labels).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="--search: repeat with this many seeded attack batches (mean ± std).",
+)
 @json_option
 @force_option
 def command(
@@ -109,6 +135,10 @@ def command(
     undo_path,
     csv_path,
     plot_path,
+    search,
+    until_accuracy,
+    attack_samples,
+    seeds,
     json_path,
     force,
 ) -> None:
@@ -129,8 +159,32 @@ def command(
       qtool flip flipped.onnx --undo flips.json --out restored.onnx
       qtool flip cnn.onnx cnn.int8.onnx --bits 1,2,5,10,20 --trials 50 --data digits \\
           --workers 2 --plot curve.png --csv campaign.csv
+      qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\
+          --until-accuracy 20 --seeds 5 --out attacked.onnx --manifest flips.json
     """
     budgets = parse_budgets(bits)
+    if search is not None:
+        from qtool.bitsearch import search_cli
+
+        if len(models) != 1:
+            raise QtoolError("--search attacks one model at a time")
+        defaults = (targets, layers, positions, fault) == ("weights", None, "any", "flip")
+        search_cli(
+            models[0],
+            search=search,
+            bits=budgets,
+            out=out,
+            manifest=manifest_path,
+            data=data_spec,
+            until_accuracy=until_accuracy,
+            attack_samples=attack_samples,
+            seeds=seeds,
+            seed=seed,
+            force=force,
+            json_path=json_path,
+            defaults_ok=defaults and not (trials or apply_path or undo_path or split),
+        )
+        return
     campaign = trials is not None or len(models) > 1 or len(budgets) > 1
     if apply_path and undo_path:
         raise QtoolError("give --apply or --undo, not both")
