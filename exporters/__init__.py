@@ -1,0 +1,5 @@
+"""Framework -> ONNX exporters with parity checks (PyTorch: `qtool.exporters.torch_export`).
+
+Torch is imported inside the functions, so importing this package costs nothing on servers
+without torch.
+"""

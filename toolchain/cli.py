@@ -18,12 +18,15 @@ from qtool.report import err_console, set_quiet
 COMMAND_MODULES = [
     "qtool.commands.inspect",
     "qtool.commands.eval",
+    "qtool.commands.train",
+    "qtool.commands.export",
+    "qtool.commands.demo",
     "qtool.commands.package",
     "qtool.commands.verify",
     "qtool.commands.predict",
+    "qtool.commands.quantize",
     "qtool.commands.bench",
     "qtool.commands.flip",
-    "qtool.commands.quantize",
 ]
 
 

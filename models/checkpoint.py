@@ -1,0 +1,161 @@
+"""qtool checkpoints: a plain dict of tensors and JSON-like config, loaded weights-only.
+
+A checkpoint is `torch.save` of {"format": "qtool-checkpoint", "version": 1, "state_dict":
+..., "config": {...}}. Loading always uses `torch.load(weights_only=True)`, so a file holding
+pickled Python objects (which could run code when loaded) is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+from qtool.errors import QtoolError
+
+FORMAT = "qtool-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
+    """Write a checkpoint atomically (temp file beside `out`, then rename)."""
+    import torch
+
+    out = Path(out)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+        # a JSON round trip keeps the config to plain types that weights-only loading accepts
+        # (torch.__version__ is a str subclass, numpy floats are not plain floats)
+        "config": json.loads(json.dumps(config, default=_plain)),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _plain(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _torch_load(path: Path) -> object:
+    import torch
+
+    if not path.exists():
+        raise QtoolError(f"weights file {path} does not exist: check the path")
+    if path.is_dir():
+        raise QtoolError(f"{path} is a directory, not a weights file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch names the class it refused ("Unsupported global: GLOBAL mod.Cls"); other
+        # unpickling errors ("Unsupported operand 95") mean the bytes are no pickle at all
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise QtoolError(
+                f"{path} is not a weights-only checkpoint: it holds pickled Python objects, which "
+                "qtool refuses to load (they can run code); save a state_dict or use qtool train"
+            ) from exc
+        raise QtoolError(
+            f"{path} is not a PyTorch checkpoint (cannot unpickle it); check the file"
+        ) from exc
+    except Exception as exc:  # torch raises RuntimeError/EOFError/... for foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QtoolError(
+            f"{path} is not a PyTorch checkpoint ({first[:120]}); check the file"
+        ) from exc
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load and validate a qtool checkpoint; anything else is bad input (exit 2)."""
+    path = Path(path)
+    data = _torch_load(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise QtoolError(
+            f"{path} is not a qtool checkpoint (no 'format: {FORMAT}' entry); "
+            "make one with qtool train"
+        )
+    if data.get("version") != VERSION:
+        raise QtoolError(
+            f"{path} is a qtool checkpoint of version {data.get('version')!r}; this qtool reads "
+            f"version {VERSION}: retrain with qtool train"
+        )
+    if not isinstance(data.get("state_dict"), dict) or not isinstance(data.get("config"), dict):
+        raise QtoolError(f"{path} is a damaged qtool checkpoint (state_dict or config missing)")
+    return data
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """The tensors of a qtool checkpoint or of a plain saved state_dict (weights-only)."""
+    import torch
+
+    path = Path(path)
+    data = _torch_load(path)
+    if isinstance(data, dict) and data.get("format") == FORMAT:
+        data = data.get("state_dict")
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        raise QtoolError(
+            f"{path} holds no state_dict (a dict of parameter names to tensors); "
+            "save one with torch.save(model.state_dict(), path)"
+        )
+    return data
+
+
+def build_from_checkpoint(checkpoint: dict, source: str | Path = "checkpoint"):
+    """The zoo module described by a checkpoint's config, with its weights, in eval mode."""
+    from qtool.models.registry import get_spec
+
+    config = checkpoint["config"]
+    try:
+        spec = get_spec(config["model"])
+        module = spec.build(config["input_shape"], len(config["class_names"]))
+    except KeyError as exc:
+        raise QtoolError(
+            f"{source}: checkpoint config lacks {exc}; retrain with qtool train"
+        ) from exc
+    _load_into(module, checkpoint["state_dict"], source)
+    return module.eval()
+
+
+def _load_into(module, state_dict: dict, source) -> tuple[list, list]:
+    try:
+        result = module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise QtoolError(
+            f"the weights in {source} do not fit the model ({first}); "
+            "pass the weights this model was trained with"
+        ) from exc
+    return list(result.missing_keys), list(result.unexpected_keys)
+
+
+def load_weights_into(module, path: str | Path) -> None:
+    """Load a state_dict file (or qtool checkpoint) into a user module, strictly."""
+    _load_into(module, load_state_dict(path), path)
+
+
+def state_dict_sha256(state_dict: dict) -> str:
+    """A digest of the weights themselves (names, dtypes, shapes, bytes), independent of files."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

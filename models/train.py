@@ -1,0 +1,202 @@
+"""The zoo's training recipe: deterministic for a seed, normalised from the train split.
+
+Takes numpy arrays (the toolchain loads data sets), so models/ depends on nothing above it.
+Determinism: the seed fixes weight init (torch.manual_seed), every shuffle and augmentation
+(one torch.Generator), and torch's deterministic algorithms are on during training; the same
+seed, data and thread count give bit-identical weights. The epoch with the best validation
+accuracy (ties: lower validation loss) is kept, so a late wobble does not cost accuracy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qtool.models.registry import ModelSpec, input_shape_for
+
+MIN_STD = 1e-6
+TRAIN_THREADS = 1
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    val_accuracy: float
+    val_loss: float
+
+
+@dataclass
+class TrainResult:
+    """The best module (eval mode), its checkpoint config and the per-epoch history."""
+
+    module: object
+    config: dict
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def compute_normalization(x: np.ndarray, how: str) -> dict[str, list[float]]:
+    """Mean/std from training samples: per channel (axis 1 of NCHW) or per flat feature.
+
+    Features or channels that never vary get std 1 so normalising never divides by zero.
+    """
+    if how == "per-channel":
+        if x.ndim != 4:
+            raise ValueError("per-channel normalisation needs (N, C, H, W) images")
+        axes = (0, 2, 3)
+        mean, std = x.mean(axis=axes), x.std(axis=axes)
+    else:
+        flat = x.reshape(len(x), -1)
+        mean, std = flat.mean(axis=0), flat.std(axis=0)
+    std = np.where(std < MIN_STD, 1.0, std)
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def _prepare(x: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    return x if spec.input_kind == "image" else x.reshape(len(x), -1)
+
+
+def _normalize(t, norm: dict, torch):
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    shape = [1, -1] + [1] * (t.dim() - 2)
+    return (t - mean.reshape(shape)) / std.reshape(shape)
+
+
+def _shift(batch, max_shift: int, generator, torch):
+    """Random translation by up to max_shift pixels, zero filled (images in [0, 1])."""
+    n, _, h, w = batch.shape
+    padded = torch.nn.functional.pad(batch, (max_shift,) * 4)
+    offsets = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=generator)
+    out = torch.empty_like(batch)
+    for dy in range(2 * max_shift + 1):
+        for dx in range(2 * max_shift + 1):
+            sel = ((offsets[:, 0] == dy) & (offsets[:, 1] == dx)).nonzero().flatten()
+            if len(sel):
+                out[sel] = padded[sel, :, dy : dy + h, dx : dx + w]
+    return out
+
+
+def train(
+    spec: ModelSpec,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    class_names: list[str],
+    dataset: str,
+    kind: str,
+    seed: int = 0,
+    epochs: int | None = None,
+    lr: float | None = None,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train `spec` on the arrays and return the best-on-validation module and its config."""
+    import torch
+
+    start = time.perf_counter()
+    epochs = spec.epochs if epochs is None else int(epochs)
+    lr = spec.lr if lr is None else float(lr)
+    input_shape = input_shape_for(spec, tuple(x_train.shape[1:]), kind)
+    xtr = _prepare(np.asarray(x_train, dtype=np.float32), spec)
+    xva = _prepare(np.asarray(x_val, dtype=np.float32), spec)
+    norm = compute_normalization(xtr, spec.normalization)
+    num_classes = len(class_names)
+
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    # One thread: results then do not depend on the core count, and on a shared 2-core box
+    # OpenMP's second thread mostly spins at barriers (measured 20x slower under load).
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        module = spec.build(input_shape, num_classes)
+        xt, yt = torch.from_numpy(xtr), torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+        xv = _normalize(torch.from_numpy(xva), norm, torch)
+        yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+        steps_per_epoch = max(1, -(-len(xt) // spec.batch_size))
+        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=spec.weight_decay)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
+        )
+        loss_fn = torch.nn.CrossEntropyLoss()
+        shift = spec.augment_shift if spec.input_kind == "image" else 0
+        best: tuple[float, float] | None = None
+        best_state, best_epoch, history = None, 0, []
+        for epoch in range(1, epochs + 1):
+            module.train()
+            order = torch.randperm(len(xt), generator=generator)
+            total, seen = 0.0, 0
+            for i in range(0, len(xt), spec.batch_size):
+                idx = order[i : i + spec.batch_size]
+                xb = xt[idx]
+                if shift:
+                    xb = _shift(xb, shift, generator, torch)
+                logits = module(_normalize(xb, norm, torch))
+                loss = loss_fn(logits, yt[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            module.eval()
+            with torch.no_grad():
+                val_logits = module(xv)
+                val_loss = float(loss_fn(val_logits, yv))
+                val_acc = float((val_logits.argmax(1) == yv).float().mean())
+            stats = EpochStats(epoch, total / max(seen, 1), val_acc, val_loss)
+            history.append(stats)
+            if best is None or (val_acc, -val_loss) > best:
+                best = (val_acc, -val_loss)
+                best_epoch = epoch
+                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            if on_epoch is not None:
+                on_epoch(stats)
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
+    config = {
+        "model": spec.name,
+        "dataset": dataset,
+        "input_shape": list(input_shape),
+        "normalization": norm,
+        "class_names": list(class_names),
+        "seed": int(seed),
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": spec.batch_size,
+        "weight_decay": spec.weight_decay,
+        "augment_shift": shift,
+        "best_epoch": best_epoch,
+        "val_accuracy": best[0] if best else None,
+        "threads": TRAIN_THREADS,
+        "torch_version": torch.__version__,
+    }
+    return TrainResult(module, config, history, time.perf_counter() - start)
+
+
+def predict(module, x: np.ndarray, config: dict, batch: int = 256) -> np.ndarray:
+    """Torch class scores for raw samples (flattened/normalised per the checkpoint config)."""
+    import torch
+
+    norm = config["normalization"]
+    if len(config["input_shape"]) == 2:
+        x = x.reshape(len(x), -1)
+    chunks = []
+    module.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            t = _normalize(torch.from_numpy(np.asarray(x[i : i + batch], np.float32)), norm, torch)
+            chunks.append(module(t).numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)

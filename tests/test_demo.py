@@ -1,0 +1,61 @@
+"""`qtool demo` machinery: stages over records, cached checkpoints, summary table and JSON.
+
+The full demo (three models) runs in CI as the README's main command; here one fast model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from qtool.cli import main
+from qtool.demo import COLUMNS, STAGES, Column, DemoContext, cache_dir, run_demo, summary_table
+
+pytest.importorskip("torch")
+
+MLP_ONLY = [("mlp", "mlp", "breast-cancer")]
+
+
+def test_demo_trains_then_reuses_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("QTOOL_CACHE_DIR", str(tmp_path / "cache"))
+    assert cache_dir() == tmp_path / "cache"
+    ctx = run_demo(tmp_path / "out", models=MLP_ONLY)
+    rec = ctx.records["mlp"]
+    assert rec.results["trained"].endswith(" s")
+    assert rec.results["fp32_accuracy"] >= 0.95  # the default recipe's target
+    assert rec.paths["fp32"].is_file() and rec.paths["checkpoint"].is_file()
+    cached = list((tmp_path / "cache" / "checkpoints").iterdir())
+    assert len(cached) == 1 and cached[0].name.startswith("mlp-breast-cancer-seed0-ep40-v0.1.0")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["models"]["mlp"]["results"]["params"] == rec.results["params"]
+    assert set(summary["stage_seconds"]) == {"train", "export", "evaluate", "total"}
+
+    again = run_demo(tmp_path / "out", models=MLP_ONLY, force=True)
+    assert again.records["mlp"].results["trained"] == "cached"
+    assert again.records["mlp"].results["fp32_accuracy"] == rec.results["fp32_accuracy"]
+
+
+def test_a_later_stage_adds_a_column(tmp_path, monkeypatch):
+    monkeypatch.setenv("QTOOL_CACHE_DIR", str(tmp_path / "cache"))
+
+    def stage_double(ctx: DemoContext) -> None:
+        for rec in ctx.records.values():
+            rec.results["double_params"] = 2 * rec.results["params"]
+
+    monkeypatch.setattr("qtool.demo.COLUMNS", [*COLUMNS, Column("2x params", "double_params")])
+    ctx = run_demo(tmp_path / "out", models=MLP_ONLY, stages=[*STAGES, ("x", stage_double)])
+    columns, rows = summary_table(ctx)
+    assert columns[:2] == ["model", "data"] and columns[-1] == "2x params"
+    assert rows[0][-1] == str(2 * ctx.records["mlp"].results["params"])
+
+
+def test_demo_refuses_a_non_empty_folder_without_force(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["demo", "--out", str(out)])
+    assert result.exit_code == 2 and "--force" in result.output
+    assert "Traceback" not in result.output
+    assert (out / "keep.txt").read_text() == "mine"

@@ -1,0 +1,191 @@
+"""Training recipe, checkpoints and `qtool train`: determinism, normalisation, refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from qtool.cli import main
+from qtool.data import load_dataset
+from qtool.errors import QtoolError
+from qtool.onnxfile import sha256_file
+
+torch = pytest.importorskip("torch")
+
+from qtool.models import get_spec, list_models  # noqa: E402
+from qtool.models.checkpoint import FORMAT, load_checkpoint, load_state_dict  # noqa: E402
+from qtool.models.train import compute_normalization, train  # noqa: E402
+from qtool.models.zoo import LocalSelfAttention  # noqa: E402
+from qtool.training import train_zoo_model  # noqa: E402
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_bad_input(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+class Opaque:
+    """A custom class: pickling it makes a checkpoint that is not weights-only."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+def test_registry_lists_models_without_importing_torch():
+    code = (
+        "import sys, qtool.models, qtool.cli\n"
+        "from qtool.models import list_models\n"
+        "assert [m.name for m in list_models()] == ['cnn', 'sasa', 'mlp']\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert {m.default_data for m in list_models()} == {"digits", "breast-cancer"}
+
+
+def test_unknown_zoo_model_is_bad_input():
+    with pytest.raises(QtoolError, match="unknown zoo model 'resnet'"):
+        get_spec("resnet")
+
+
+def test_same_seed_gives_identical_weights_and_other_seed_differs():
+    data = {s: load_dataset("digits", s) for s in ("train", "val")}
+    spec = get_spec("cnn")
+
+    def weights(seed: int) -> dict:
+        result = train(
+            spec,
+            data["train"].x,
+            data["train"].y,
+            data["val"].x,
+            data["val"].y,
+            class_names=data["train"].class_names,
+            dataset="digits",
+            kind="image",
+            seed=seed,
+            epochs=1,
+        )
+        return result.module.state_dict()
+
+    a, b, c = weights(3), weights(3), weights(4)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_normalization_comes_from_the_train_split():
+    train_x = load_dataset("digits", "train").x
+    norm = compute_normalization(train_x, "per-channel")
+    assert norm["mean"] == pytest.approx([float(train_x.mean())], rel=1e-5)
+    assert norm["std"] == pytest.approx([float(train_x.std())], rel=1e-5)
+    tab = load_dataset("breast-cancer", "train").x
+    per_feature = compute_normalization(tab, "per-feature")
+    assert len(per_feature["mean"]) == 30
+    np.testing.assert_allclose(per_feature["std"], tab.std(axis=0), rtol=1e-5)
+    # flattened digits: corner pixels never vary; their std is 1, not 0
+    flat = compute_normalization(train_x, "per-feature")
+    assert min(flat["std"]) > 0 and 1.0 in flat["std"]
+
+
+def test_sasa_training_and_export_paths_compute_the_same():
+    torch.manual_seed(0)
+    layer = LocalSelfAttention(8, 16)
+    x = torch.randn(2, 8, 6, 7)
+    layer.train()
+    unfolded = layer(x)
+    layer.eval()
+    sliced = layer(x)
+    assert unfolded.shape == sliced.shape == (2, 16, 6, 7)
+    assert torch.allclose(unfolded, sliced, atol=1e-5)
+
+
+def test_train_command_writes_a_weights_only_checkpoint(tmp_path):
+    out = tmp_path / "mlp.pt"
+    result = run("train", "mlp", "--out", str(out), "--epochs", "8", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert "test accuracy (114 samples)" in result.output
+    raw = torch.load(out, weights_only=True)  # loads without allowing any pickled object
+    assert raw["format"] == FORMAT and raw["version"] == 1
+    config = load_checkpoint(out)["config"]
+    assert config["model"] == "mlp" and config["dataset"] == "breast-cancer"
+    assert config["seed"] == 5 and config["epochs"] == 8
+    assert config["input_shape"] == [1, 30]
+    assert config["class_names"] == ["malignant", "benign"]
+    assert 0.85 <= config["test_accuracy"] <= 1.0
+    assert 1 <= config["best_epoch"] <= 8
+    # existing output refused without --force, kept byte-identical
+    before = sha256_file(out)
+    assert_bad_input(run("train", "mlp", "--out", str(out), "--epochs", "1"), "--force")
+    assert sha256_file(out) == before
+
+
+def test_mlp_trains_on_flattened_images(tmp_path):
+    report = train_zoo_model("mlp", "digits", tmp_path / "m.pt", epochs=3, show_progress=False)
+    config = load_checkpoint(tmp_path / "m.pt")["config"]
+    assert config["input_shape"] == [1, 64]
+    assert len(config["normalization"]["mean"]) == 64
+    assert report.test_accuracy > 0.8
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["train", "cnn", "--data", "breast-cancer"], ["needs image data", "mlp"]),
+        (["train", "mlp", "--data", "digits:test"], ["names a split"]),
+        (["train", "mlp", "--data", "nosuchset"], ["unknown data set spec"]),
+    ],
+)
+def test_train_bad_input_exits_2(tmp_path, args, fragments):
+    out = tmp_path / "x.pt"
+    assert_bad_input(run(*args, "--out", str(out)), *fragments)
+    assert not out.exists()
+
+
+def test_train_unknown_model_and_missing_folder(tmp_path):
+    assert run("train", "resnet", "--out", str(tmp_path / "r.pt")).exit_code == 2
+    assert_bad_input(run("train", "mlp", "--out", str(tmp_path / "no" / "r.pt")), "does not exist")
+
+
+def test_refused_checkpoints(tmp_path):
+    pickled = tmp_path / "object.pt"
+    torch.save({"format": FORMAT, "version": 1, "config": Opaque()}, pickled)
+    garbage = tmp_path / "random.pt"
+    garbage.write_bytes(np.random.default_rng(0).bytes(4096))
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(2)}, plain)
+    with pytest.raises(QtoolError, match="not a weights-only checkpoint"):
+        load_checkpoint(pickled)
+    with pytest.raises(QtoolError, match="not a PyTorch checkpoint"):
+        load_checkpoint(garbage)
+    with pytest.raises(QtoolError, match="not a qtool checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(QtoolError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+    assert set(load_state_dict(plain)) == {"w"}
+    for path, fragment in [
+        (pickled, "not a weights-only checkpoint"),
+        (garbage, "not a PyTorch checkpoint"),
+        (plain, "not a qtool checkpoint"),
+    ]:
+        before = sha256_file(path)
+        out = tmp_path / "out.onnx"
+        result = run("export", "cnn", "--weights", str(path), "--out", str(out))
+        assert_bad_input(result, fragment, str(path))
+        assert not out.exists()
+        assert sha256_file(path) == before
+
+
+def test_cli_lists_train_export_demo():
+    result = run("--help")
+    for name in ("train", "export", "demo"):
+        assert name in result.output
+    assert "Examples" in run("export", "--help").output
