@@ -30,9 +30,15 @@ def test_demo_trains_then_reuses_the_cache(tmp_path, monkeypatch):
     assert len(cached) == 1 and cached[0].name.startswith("mlp-breast-cancer-seed0-ep40-v0.1.0")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["models"]["mlp"]["results"]["params"] == rec.results["params"]
-    assert set(summary["stage_seconds"]) == {"train", "export", "evaluate", "total"}
+    assert set(summary["stage_seconds"]) == {name for name, _ in STAGES} | {"total"}
+    # every later stage left its facts: INT8 model, FP32-vs-INT8 timing, flip curves, search
+    assert rec.paths["int8"].is_file() and rec.results["int8_accuracy"] >= 0.94
+    assert rec.results["latency_ratio_b32"] > 0 and rec.results["energy_method"]
+    assert set(rec.results["random_flip_accuracy"]) == {"fp32", "int8"}
+    assert 0 < rec.results["targeted_flips"] <= 20
+    assert rec.results["targeted_accuracy"] < rec.results["int8_accuracy"]
 
-    again = run_demo(tmp_path / "out", models=MLP_ONLY, force=True)
+    again = run_demo(tmp_path / "out", models=MLP_ONLY, force=True, stages=STAGES[:3])
     assert again.records["mlp"].results["trained"] == "cached"
     assert again.records["mlp"].results["fp32_accuracy"] == rec.results["fp32_accuracy"]
 
@@ -51,7 +57,7 @@ def test_a_later_stage_adds_a_column(tmp_path, monkeypatch):
     assert rows[0][-1] == str(2 * ctx.records["mlp"].results["params"])
 
 
-def test_demo_refuses_a_non_empty_folder_without_force(tmp_path):
+def test_demo_rewrites_its_own_folder_but_refuses_others_without_force(tmp_path):
     out = tmp_path / "demo"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -59,3 +65,9 @@ def test_demo_refuses_a_non_empty_folder_without_force(tmp_path):
     assert result.exit_code == 2 and "--force" in result.output
     assert "Traceback" not in result.output
     assert (out / "keep.txt").read_text() == "mine"
+    # a folder holding a previous demo's summary.json is the demo's own: rerunning needs no flag
+    (out / "summary.json").write_text("{}")
+    ctx_out = tmp_path / "demo"
+    from qtool.demo import prepare_out_dir
+
+    assert prepare_out_dir(ctx_out, force=False) == ctx_out

@@ -65,6 +65,7 @@ class DemoContext:
     records: dict[str, ModelRecord] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tables: list[tuple[str, list[str], list[list]]] = field(default_factory=list)
 
 
 Stage = Callable[[DemoContext], None]
@@ -77,6 +78,15 @@ class Column:
     header: str
     key: str
     fmt: Callable[[Any], str] = str
+    group: str = "model"  # which summary table: model, cpu (FP32 vs INT8), robustness
+
+
+def _ms(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _ratio(x: float) -> str:
+    return f"{x:.2f}"
 
 
 def cache_dir() -> Path:
@@ -168,10 +178,244 @@ def stage_evaluate(ctx: DemoContext) -> None:
             rec.results["fp32_sensitivity"] = result.sensitivity
 
 
+# Demo settings of the later stages: small enough for < 5 min on 2 cores, large enough to
+# show the effect. The full-size measurements live in benchmarks/.
+DEMO_ACCURACY_BUDGET_PP = 1.0  # one breast-cancer test sample is 0.88 pp
+DEMO_BENCH_BATCHES = [1, 32]
+DEMO_BENCH_SECONDS = 1.5
+DEMO_FLIP_BUDGETS = [1, 2, 5, 10, 20]
+DEMO_FLIP_TRIALS = 20
+DEMO_FLIP_MODELS = ("cnn", "mlp")  # convolutional vs fully connected, as in the BFA literature
+DEMO_SEARCH_BITS = 20
+DEMO_PACKAGE_MODEL = "cnn"
+DEMO_PACKAGE_FLIPS = 3
+
+
+def stage_quantize(ctx: DemoContext) -> None:
+    """Static INT8 with ONNX Runtime, calibrated on the train split, accuracy kept in budget."""
+    from qtool.quantize import BudgetNotMet, quantize_model
+
+    for rec in ctx.records.values():
+        out = ctx.out_dir / f"{rec.name}.int8.onnx"
+        info(f"quantising {rec.name} -> {out}")
+        try:
+            report = quantize_model(
+                rec.paths["fp32"],
+                out,
+                rec.data,
+                max_accuracy_drop=DEMO_ACCURACY_BUDGET_PP,
+                seed=ctx.seed,
+                force=True,
+            )
+        except BudgetNotMet as exc:
+            ctx.notes.append(f"{rec.name}: INT8 budget not met ({exc}); no INT8 model")
+            continue
+        rec.paths["int8"] = out
+        write_json(ctx.out_dir / f"{rec.name}.quantize.json", report.to_dict())
+        rec.results.update(
+            int8_bytes=report.size_after,
+            size_ratio=report.size_ratio,
+            int8_accuracy=report.accuracy_after,
+            accuracy_drop_pp=report.accuracy_drop_pp,
+            fp32_nodes=len(report.settings.fp32_nodes),
+        )
+        ev = _evaluate(out, rec.data)
+        write_json(ctx.out_dir / f"{rec.name}.int8.eval.json", {"model": str(out), **vars(ev)})
+        rec.paths["int8_eval"] = ctx.out_dir / f"{rec.name}.int8.eval.json"
+
+
+def _evaluate(path: Path, data: str):
+    from qtool.data import load_dataset
+    from qtool.evaluate import evaluate_session, model_io
+    from qtool.onnxfile import load_model, qtool_metadata
+    from qtool.runtimes import make_session
+
+    session = make_session(path)
+    io = model_io(session, qtool_metadata(load_model(path)))
+    return evaluate_session(session, io, load_dataset(data, "test"))
+
+
+def stage_bench(ctx: DemoContext) -> None:
+    """FP32 vs INT8 latency (interleaved, 1 thread) and energy per inference."""
+    from qtool.bench import run_bench
+
+    for rec in ctx.records.values():
+        if "int8" not in rec.paths:
+            continue
+        info(f"benchmarking {rec.name}: FP32 vs INT8, batch {DEMO_BENCH_BATCHES}")
+        result = run_bench(
+            [rec.paths["fp32"], rec.paths["int8"]],
+            batches=DEMO_BENCH_BATCHES,
+            threads=[1],
+            seconds=DEMO_BENCH_SECONDS,
+            energy="auto",
+            seed=ctx.seed,
+            energy_window_s=1.0,
+            energy_rounds=1,
+        )
+        report = ctx.out_dir / f"{rec.name}.bench.json"
+        write_json(report, result)
+        rec.paths["bench"] = report
+        for group in result.groups:
+            fp32, int8 = group.configs[0], group.configs[1]
+            b = group.batch
+            rec.results[f"p50_fp32_b{b}_ms"] = fp32.latency.p50_ms
+            rec.results[f"p50_int8_b{b}_ms"] = int8.latency.p50_ms
+            rec.results[f"latency_ratio_b{b}"] = int8.ratio.latency_p50_ratio
+            rec.results[f"throughput_int8_b{b}"] = int8.latency.throughput_items_per_s
+            if int8.energy is not None and int8.ratio.energy_ratio is not None:
+                rec.results[f"energy_int8_b{b}_mj"] = int8.energy.mj_per_item
+                rec.results[f"energy_ratio_b{b}"] = int8.ratio.energy_ratio
+                rec.results["energy_method"] = int8.energy.method
+    methods = {r.results.get("energy_method") for r in ctx.records.values()} - {None}
+    if "estimated" in methods:
+        ctx.notes.append(
+            "energy is ESTIMATED (process CPU time x watts per core, no RAPL here): the INT8/FP32 "
+            "energy ratio equals the CPU-time ratio; see <model>.bench.json for the formula"
+        )
+
+
+def stage_flip(ctx: DemoContext) -> None:
+    """Random bit flips in the stored weights: accuracy vs number of flipped bits."""
+    from qtool.campaign import run_campaign
+
+    for name in DEMO_FLIP_MODELS:
+        rec = ctx.records.get(name)
+        if rec is None or "int8" not in rec.paths:
+            continue
+        info(f"bit-flip campaign on {name}: FP32 vs INT8, {DEMO_FLIP_TRIALS} trials per budget")
+        result = run_campaign(
+            [rec.paths["fp32"], rec.paths["int8"]],
+            DEMO_FLIP_BUDGETS,
+            DEMO_FLIP_TRIALS,
+            rec.data,
+            seed=ctx.seed,
+            workers=1,
+            show_progress=False,
+        )
+        report = ctx.out_dir / f"{name}.flips.json"
+        write_json(report, result)
+        rec.paths["flips"] = report
+        by_model = {}
+        for stat in result.stats:
+            kind = "int8" if Path(stat.model) == rec.paths["int8"] else "fp32"
+            by_model.setdefault(kind, {})[stat.bits] = stat.mean
+        rec.results["random_flip_accuracy"] = by_model
+        top = max(DEMO_FLIP_BUDGETS)
+        rec.results[f"fp32_acc_{top}_random"] = by_model["fp32"][top]
+        rec.results[f"int8_acc_{top}_random"] = by_model["int8"][top]
+        ctx.tables.append(
+            (
+                f"{name}: mean test accuracy under N random bit flips in the stored weights "
+                f"({DEMO_FLIP_TRIALS} trials each; storage faults, see README)",
+                ["weights", *(f"{b} bits" for b in DEMO_FLIP_BUDGETS)],
+                [
+                    [kind.upper(), *(fmt_pct(acc[b], 1) for b in DEMO_FLIP_BUDGETS)]
+                    for kind, acc in by_model.items()
+                ],
+            )
+        )
+
+
+def stage_targeted(ctx: DemoContext) -> None:
+    """Chosen bits (progressive bit search) vs random bits, on the INT8 CNN and MLP."""
+    from qtool.bitsearch import progressive_search
+
+    rows = []
+    for name in DEMO_FLIP_MODELS:
+        rec = ctx.records.get(name)
+        if rec is None or "int8" not in rec.paths:
+            continue
+        info(f"progressive bit search on {name} INT8 (up to {DEMO_SEARCH_BITS} chosen bits)")
+        chance_plus = 0.2 if name == "cnn" else None
+        result = progressive_search(
+            rec.paths["int8"], rec.data, DEMO_SEARCH_BITS, chance_plus, seed=ctx.seed
+        )
+        report = ctx.out_dir / f"{name}.int8.search.json"
+        write_json(report, {k: v for k, v in vars(result).items() if k != "files"})
+        used = len(result.accuracies) - 1
+        rec.results["targeted_flips"] = used
+        rec.results["targeted_accuracy"] = result.final_accuracy
+        random_acc = rec.results.get("random_flip_accuracy", {}).get("int8", {})
+        same = min((b for b in random_acc if b >= used), default=None)
+        rows.append(
+            [
+                f"{name} INT8",
+                fmt_pct(result.clean_accuracy, 1),
+                f"{used}",
+                fmt_pct(result.final_accuracy, 1),
+                f"{fmt_pct(random_acc[same], 1)} ({same} bits)" if same else "",
+                result.method,
+            ]
+        )
+    if rows:
+        ctx.tables.append(
+            (
+                "chosen vs random bit flips (Bit-Flip Attack, progressive bit search; accuracy "
+                "measured in ONNX Runtime on the test split)",
+                [
+                    "model",
+                    "clean",
+                    "chosen flips",
+                    "after chosen",
+                    "after random flips",
+                    "search",
+                ],
+                rows,
+            )
+        )
+
+
+def stage_package(ctx: DemoContext) -> None:
+    """Bundle the INT8 CNN with ECC; corrupt it with a few flips; verify catches and repairs."""
+    from qtool.bundle import package
+    from qtool.flip import FlipSettings, inject
+    from qtool.locate import to_flippable
+    from qtool.verify import verify
+
+    rec = ctx.records.get(DEMO_PACKAGE_MODEL)
+    if rec is None or "int8" not in rec.paths:
+        return
+    # flip writes varint-stored tensors as raw_data; ship that layout so a flip is only bits
+    source = ctx.out_dir / f"{rec.name}.int8.deploy.onnx"
+    source.write_bytes(to_flippable(rec.paths["int8"].read_bytes())[0])
+    reports = [rec.paths[k] for k in ("int8_eval", "bench", "flips") if k in rec.paths]
+    bundle = ctx.out_dir / "bundle"
+    info(f"packaging {source.name} -> {bundle}/ (with ECC) and corrupting it")
+    result = package(source, bundle, ecc=True, report_paths=reports, force=True)
+    model_file = bundle / source.name
+    flip = inject(model_file, FlipSettings(bits=DEMO_PACKAGE_FLIPS, seed=ctx.seed))
+    model_file.write_bytes(bytes(flip.files.main))
+    caught = verify(bundle)
+    located = sum(len(t.bits) for t in caught.tensors)
+    repaired = verify(bundle, do_repair=True)
+    after = verify(bundle)
+    verdict = "caught" if not caught.intact else "MISSED"
+    fixed = "repaired" if repaired.repaired and after.intact else "NOT repaired"
+    rec.results["bundle"] = f"{DEMO_PACKAGE_FLIPS} flips {verdict}, {located} bits located, {fixed}"
+    rec.results["ecc_overhead"] = result.ecc["overhead"] if result.ecc else None
+    ctx.tables.append(
+        (
+            f"bundle {bundle}: {DEMO_PACKAGE_FLIPS} random bit flips written into its model file",
+            ["tensor", "element", "bit", "verify", "repair"],
+            [
+                [t.name, b.element, b.bit, "caught", "restored" if repaired.repaired else "no"]
+                for t in caught.tensors
+                for b in t.bits
+            ],
+        )
+    )
+
+
 STAGES: list[tuple[str, Stage]] = [
     ("train", stage_train),
     ("export", stage_export),
     ("evaluate", stage_evaluate),
+    ("quantize", stage_quantize),
+    ("bench", stage_bench),
+    ("flip", stage_flip),
+    ("targeted", stage_targeted),
+    ("package", stage_package),
 ]
 
 COLUMNS: list[Column] = [
@@ -179,8 +423,30 @@ COLUMNS: list[Column] = [
     Column("FLOPs", "flops", fmt_count),
     Column("FP32 size", "fp32_bytes", fmt_bytes),
     Column("FP32 acc", "fp32_accuracy", fmt_pct),
+    Column("INT8 size", "int8_bytes", fmt_bytes),
+    Column("INT8 acc", "int8_accuracy", fmt_pct),
+    Column("FP32 nodes", "fp32_nodes"),
     Column("trained", "trained"),
+    Column("FP32 b1", "p50_fp32_b1_ms", _ms, "cpu"),
+    Column("INT8 b1", "p50_int8_b1_ms", _ms, "cpu"),
+    Column("ratio b1", "latency_ratio_b1", _ratio, "cpu"),
+    Column("FP32 b32", "p50_fp32_b32_ms", _ms, "cpu"),
+    Column("INT8 b32", "p50_int8_b32_ms", _ms, "cpu"),
+    Column("ratio b32", "latency_ratio_b32", _ratio, "cpu"),
+    Column("energy ratio b32", "energy_ratio_b32", _ratio, "cpu"),
+    Column("FP32, 20 random", "fp32_acc_20_random", fmt_pct, "robustness"),
+    Column("INT8, 20 random", "int8_acc_20_random", fmt_pct, "robustness"),
+    Column("INT8, chosen", "targeted_accuracy", fmt_pct, "robustness"),
+    Column("chosen bits", "targeted_flips", str, "robustness"),
+    Column("INT8 bundle", "bundle", str, "robustness"),
 ]
+TABLE_TITLES = {
+    "model": "models",
+    "cpu": "FP32 vs INT8 on this CPU: p50 latency in ms, 1 thread, interleaved runs; ratio = "
+    "INT8 / FP32 (energy: see note)",
+    "robustness": "test accuracy after bit flips in the stored weights (random: mean of "
+    "20 trials; chosen: progressive bit search), and the bundle that catches them",
+}
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -191,7 +457,8 @@ def prepare_out_dir(out_dir: Path, force: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise QtoolError(f"demo output {out_dir} is a file; give a folder with --out")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+    previous_demo = (out_dir / SUMMARY_FILE).is_file()  # a demo folder is the demo's to rewrite
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force and not previous_demo:
         raise QtoolError(
             f"demo output folder {out_dir} is not empty: pass --force to overwrite it "
             "or choose another --out"
@@ -231,18 +498,25 @@ def run_demo(
     return ctx
 
 
-def summary_table(ctx: DemoContext) -> tuple[list[str], list[list[str]]]:
-    """Columns and rows of the final table: model, data, then every `COLUMNS` entry that
-    at least one record has a result for."""
-    columns = [c for c in COLUMNS if any(c.key in r.results for r in ctx.records.values())]
+def summary_table(ctx: DemoContext, group: str = "model") -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of one summary table: model, data, then every `COLUMNS` entry of
+    `group` that at least one record has a result for."""
+    columns = [
+        c
+        for c in COLUMNS
+        if c.group == group and any(c.key in r.results for r in ctx.records.values())
+    ]
     rows = []
     for rec in ctx.records.values():
-        cells = [rec.name, rec.data]
+        if group != "model" and not any(c.key in rec.results for c in columns):
+            continue
+        cells = [rec.name] if group != "model" else [rec.name, rec.data]
         for col in columns:
             value = rec.results.get(col.key)
             cells.append("" if value is None else col.fmt(value))
         rows.append(cells)
-    return ["model", "data", *(c.header for c in columns)], rows
+    head = ["model"] if group != "model" else ["model", "data"]
+    return [*head, *(c.header for c in columns)], rows
 
 
 def summary_payload(ctx: DemoContext) -> dict:
@@ -262,4 +536,5 @@ def summary_payload(ctx: DemoContext) -> dict:
             for name, rec in ctx.records.items()
         },
         "notes": ctx.notes,
+        "tables": [{"title": t, "columns": c, "rows": r} for t, c, r in ctx.tables],
     }

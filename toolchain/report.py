@@ -15,8 +15,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-console = Console(highlight=False, soft_wrap=False, width=None)
+# Piped output (CI logs, files) gets room for wide tables; a terminal keeps its own width.
+console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 140)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _quiet = False
 
@@ -33,11 +35,11 @@ def info(message: str) -> None:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
-    out = Table(title=title, title_justify="left")
+    out = Table(title=None if title is None else Text(title), title_justify="left")
     for i, col in enumerate(columns):
         out.add_column(col, justify="left" if i == 0 else "right")
-    for row in rows:
-        out.add_row(*("" if v is None else str(v) for v in row))
+    for row in rows:  # cells are data, not markup: "[batch, 1, 8, 8]" must print as is
+        out.add_row(*(v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in row))
     return out
 
 

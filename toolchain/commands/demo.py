@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import force_option
-from qtool.demo import DEFAULT_OUT, SUMMARY_FILE, run_demo, summary_table
+from qtool.demo import DEFAULT_OUT, SUMMARY_FILE, TABLE_TITLES, run_demo, summary_table
 from qtool.report import info, show, table
 
 
@@ -36,9 +36,15 @@ def command(out_dir: Path, seed: int, force: bool) -> None:
       qtool demo --out /tmp/demo --force
     """
     ctx = run_demo(out_dir, force=force, seed=seed)
-    columns, rows = summary_table(ctx)
     total = ctx.stage_seconds.get("total", 0.0)
-    show(table(f"qtool demo (seed {seed}, {total:.0f} s)", columns, rows))
+    for group, title in TABLE_TITLES.items():
+        columns, rows = summary_table(ctx, group)
+        if rows and len(columns) > (2 if group == "model" else 1):
+            if group == "model":
+                title = f"qtool demo (seed {seed}, {total:.0f} s): {title}"
+            show(table(title, columns, rows))
+    for title, columns, rows in ctx.tables:
+        show(table(title, columns, rows))
     for note in ctx.notes:
         info(f"note: {note}")
     info(f"files in {out_dir}/, facts in {out_dir / SUMMARY_FILE}")
