@@ -1,10 +1,10 @@
 """Targeted (progressive bit search) vs random bit flips: CNN vs MLP, FP32 vs INT8.
 
-Trains the zoo `cnn` (digits) and `mlp` (breast-cancer), exports them to ONNX, quantises them
-to INT8 QDQ with `qtool quantize`, then for each model runs the Bit-Flip Attack with several
-seeded attack batches and the random-flip campaign at the same budgets, and prints one table:
-accuracy at each budget (mean +- std over seeds, ONNX Runtime, test split) and the number of
-chosen flips needed to reach the accuracy target.
+Trains the zoo `cnn` (digits) and `mlp` (breast-cancer), exports and quantises them exactly
+as `qtool demo` does (cached checkpoints, QDQ INT8 within a 1 pp budget). For each model it
+runs the Bit-Flip Attack with several seeded attack batches and the random-flip campaign at
+the same budgets, and prints one table: accuracy at each budget (mean +- std over seeds,
+ONNX Runtime, test split) and the number of chosen flips needed to reach the target.
 
     python benchmarks/bitsearch.py [--seeds 5] [--budgets 1,2,5,10,20] [--workdir DIR]
 """
@@ -16,74 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-from qtool.data import load_dataset
-
-
-def export_zoo(name: str, data: str, out: Path, seed: int = 0, epochs: int | None = None) -> Path:
-    """Train a zoo model and export it to ONNX (qtool's exporter when present, else torch)."""
-    import onnx
-    import torch
-
-    from qtool.models import get_spec
-    from qtool.models.train import train
-    from qtool.onnxfile import set_metadata
-
-    spec = get_spec(name)
-    tr, va = load_dataset(data, "train"), load_dataset(data, "val")
-    result = train(
-        spec,
-        tr.x,
-        tr.y,
-        va.x,
-        va.y,
-        class_names=tr.class_names,
-        dataset=data,
-        kind=tr.kind,
-        seed=seed,
-        epochs=epochs,
-    )
-    cfg = result.config
-    module = result.module.eval()
-    example = torch.zeros([1] + list(cfg["input_shape"])[1:])
-    torch.onnx.export(
-        module,
-        (example,),
-        str(out),
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    model = onnx.load(str(out))
-    set_metadata(
-        model,
-        {
-            "qtool.model": name,
-            "qtool.dataset": data,
-            "qtool.input_shape": cfg["input_shape"],
-            "qtool.normalization": cfg["normalization"],
-            "qtool.class_names": cfg["class_names"],
-            "qtool.seed": seed,
-        },
-    )
-    onnx.save(model, str(out))
-    return out
-
 
 def build_models(workdir: Path, epochs: int | None = None) -> dict[str, dict[str, Path]]:
-    """{"cnn": {"fp32": path, "int8": path}, "mlp": {...}}, reusing files already built."""
-    from qtool.quantize import quantize_model
+    """{"cnn": {"fp32": path, "int8": path}, "mlp": {...}}: the demo's own train, export and
+    quantise stages (checkpoints cached as the demo caches them), so the numbers describe the
+    files `qtool demo` makes."""
+    from qtool.demo import STAGES, run_demo
 
-    out: dict[str, dict[str, Path]] = {}
-    for name, data in (("cnn", "digits"), ("mlp", "breast-cancer")):
-        fp32, int8 = workdir / f"{name}.onnx", workdir / f"{name}.int8.onnx"
-        if not fp32.exists():
-            export_zoo(name, data, fp32, epochs=epochs)
-        if not int8.exists():
-            quantize_model(fp32, int8, f"{data}:train")
-        out[name] = {"fp32": fp32, "int8": int8}
-    return out
+    wanted = {"train", "export", "quantize"}
+    ctx = run_demo(
+        workdir,
+        force=True,
+        models=[("cnn", "cnn", "digits"), ("mlp", "mlp", "breast-cancer")],
+        stages=[(name, fn) for name, fn in STAGES if name in wanted],
+    )
+    return {
+        name: {"fp32": r.paths["fp32"], "int8": r.paths["int8"]} for name, r in ctx.records.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

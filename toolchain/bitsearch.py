@@ -405,7 +405,8 @@ def _oracle_candidates(
     """High-order bits of the largest-|w| elements and of random elements of each layer."""
     out = []
     for i, t in enumerate(model.targets):
-        values = model.words(i).astype(np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # flipped words may be NaN/Inf
+            values = model.words(i).astype(np.float64)
         mags = np.nan_to_num(np.abs(values), nan=-1.0, posinf=-1.0)
         order = np.argsort(-mags, kind="stable")
         chosen = list(order[:elements])
