@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 from builders import digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
@@ -26,6 +27,12 @@ def inputs(tmp_path):
     w, b = digits_linear_weights()
     save(linear_image_model(w, b), folder / "m.onnx")
     save(linear_image_model(w * 1.01, b), folder / "m2.onnx")
+    result = CliRunner().invoke(
+        main, ["package", str(folder / "m.onnx"), "--out", str(folder / "bundle"), "--ecc"]
+    )
+    assert result.exit_code == 0, result.output
+    images = (np.random.default_rng(0).random((3, 8, 8)) * 255).astype(np.uint8)
+    np.savez(folder / "samples.npz", images=images)
     return folder
 
 
@@ -81,6 +88,8 @@ COMMANDS = {
         "{out}/c.json",
     ],
     "package": ["package", "{in}/m.onnx", "--out", "{out}/bundle", "--ecc"],
+    "verify": ["verify", "{in}/bundle", "--json", "{out}/v.json"],
+    "predict": ["predict", "{in}/bundle", "{in}/samples.npz", "--json", "{out}/p.json"],
 }
 
 
