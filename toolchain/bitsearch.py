@@ -44,8 +44,7 @@ from qtool.flip import (
     MANIFEST_FORMAT,
     ModelFiles,
     byte_position,
-    decode_word,
-    element_of,
+    flip_entry,
     graph_roles,
     prepare_bytes,
     read_model_files,
@@ -525,7 +524,7 @@ def progressive_search(
             t = m.targets[i]
             start_byte = t.loc.offset + w * t.word
             old_word = bytes(m.files.main[start_byte : start_byte + t.word])
-            off, bb = byte_position(t, w, b)
+            off, _ = byte_position(t, w, b)
             old_byte = m.files.main[off]
             m.xor(i, w, b)
             m.flipped.add((i, w, b))
@@ -534,28 +533,10 @@ def progressive_search(
                 searcher.sync(i, w)
             scores, acc, ort_loss, agree = m.evaluate()
             accuracies.append(acc)
-            flat, coords = element_of(t, w, b)
-            old_value = decode_word(t.loc.data_type, old_word, b)
-            new_value = decode_word(t.loc.data_type, new_word, b)
-            entries.append(
-                {
-                    "tensor": t.loc.name,
-                    "role": t.role,
-                    "graph": t.loc.graph,
-                    "dtype": dtype_name(t.loc.data_type),
-                    "flat_index": flat,
-                    "coords": coords,
-                    "word": w,
-                    "bit": b,
-                    "file": t.loc.file,
-                    "byte_offset": off,
-                    "bit_in_byte": bb,
-                    "old_value": old_value,
-                    "new_value": new_value,
-                    "old_byte": old_byte,
-                    "new_byte": m.files.main[off],
-                }
-            )
+            entry = flip_entry(t, w, b, old_word, new_word, old_byte, m.files.main[off])
+            entries.append(entry)
+            flat, coords = entry["flat_index"], entry["coords"]
+            old_value, new_value = entry["old_value"], entry["new_value"]
             steps.append(
                 SearchStep(
                     step=step,

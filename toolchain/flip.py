@@ -37,7 +37,12 @@ from qtool.locate import (
     tensor_bodies,
     to_flippable,
 )
-from qtool.onnxfile import check_output_path, dtype_name, initializer_roles
+from qtool.onnxfile import (
+    check_output_path,
+    dtype_name,
+    external_data_path,
+    initializer_roles,
+)
 
 MANIFEST_FORMAT = "qtool-flip-manifest/1"
 TARGETS = {"weights": "weight", "biases": "bias", "qparams": "qparam", "others": "other"}
@@ -417,6 +422,31 @@ def element_of(t: Target, word: int, bit: int) -> tuple[int, list[int]]:
     return flat, coords
 
 
+def flip_entry(
+    t: Target, word: int, bit: int, old_word: bytes, new_word: bytes, old_byte: int, new_byte: int
+) -> dict:
+    """One manifest entry: where the flipped bit is and what it changed (random or chosen)."""
+    off, bit_in_byte = byte_position(t, word, bit)
+    flat, coords = element_of(t, word, bit)
+    return {
+        "tensor": t.loc.name,
+        "role": t.role,
+        "graph": t.loc.graph,
+        "dtype": dtype_name(t.loc.data_type),
+        "flat_index": flat,
+        "coords": coords,
+        "word": word,
+        "bit": bit,
+        "file": t.loc.file,
+        "byte_offset": off,
+        "bit_in_byte": bit_in_byte,
+        "old_value": decode_word(t.loc.data_type, old_word, bit),
+        "new_value": decode_word(t.loc.data_type, new_word, bit),
+        "old_byte": old_byte,
+        "new_byte": new_byte,
+    }
+
+
 # --- model files -----------------------------------------------------------------------------
 
 
@@ -477,21 +507,10 @@ def read_model_files(path: str | Path) -> ModelFiles:
     except Exception as exc:  # protobuf DecodeError on garbage
         raise QtoolError(f"{path} is not an ONNX model (cannot parse its graph: {exc})") from exc
     files = ModelFiles(path, data)
-    base = path.parent.resolve()
     for loc in locations:
         if loc.file is None or loc.file in files.external:
             continue
-        target = (base / loc.file).resolve()
-        if Path(loc.file).is_absolute() or base not in target.parents:
-            raise QtoolError(
-                f"{path}: tensor {loc.name!r} points to external data outside the model's "
-                f"folder ({loc.file}); refusing to read it"
-            )
-        if not target.is_file():
-            raise QtoolError(
-                f"{path}: external-data file {loc.file} for tensor {loc.name!r} is missing; "
-                "copy it next to the model"
-            )
+        target = external_data_path(path, loc.name, loc.file)
         files.external[loc.file] = bytearray(target.read_bytes())
     for loc in locations:
         if loc.file is not None and loc.offset + loc.length > len(files.external[loc.file]):
@@ -598,28 +617,8 @@ def inject(path: str | Path, settings: FlipSettings, files: ModelFiles | None = 
         old_word = bytes(buf[start : start + t.word])
         old_byte = buf[off]
         buf[off] ^= 1 << b  # eligible bits always change, so set/reset is a toggle too
-        flat, coords = element_of(t, f.word, f.bit)
-        entries.append(
-            {
-                "tensor": t.loc.name,
-                "role": t.role,
-                "graph": t.loc.graph,
-                "dtype": dtype_name(t.loc.data_type),
-                "flat_index": flat,
-                "coords": coords,
-                "word": f.word,
-                "bit": f.bit,
-                "file": t.loc.file,
-                "byte_offset": off,
-                "bit_in_byte": b,
-                "old_value": decode_word(t.loc.data_type, old_word, f.bit),
-                "new_value": decode_word(
-                    t.loc.data_type, bytes(buf[start : start + t.word]), f.bit
-                ),
-                "old_byte": old_byte,
-                "new_byte": buf[off],
-            }
-        )
+        new_word = bytes(buf[start : start + t.word])
+        entries.append(flip_entry(t, f.word, f.bit, old_word, new_word, old_byte, buf[off]))
     per_target = space.per_target()
     manifest = {
         "format": MANIFEST_FORMAT,

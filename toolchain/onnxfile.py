@@ -72,22 +72,27 @@ def load_model(
 
 
 def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
-    base = path.parent.resolve()
     for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = external_data_helper.ExternalDataInfo(tensor)
-        target = (base / info.location).resolve()
-        if Path(info.location).is_absolute() or base not in target.parents:
-            raise QtoolError(
-                f"{path}: tensor {tensor.name!r} points to external data outside the model's "
-                f"folder ({info.location}); refusing to read it"
-            )
-        if not target.is_file():
-            raise QtoolError(
-                f"{path}: external-data file {info.location} for tensor {tensor.name!r} is "
-                "missing; copy it next to the model"
-            )
+        if external_data_helper.uses_external_data(tensor):
+            location = external_data_helper.ExternalDataInfo(tensor).location
+            external_data_path(path, tensor.name, location)
+
+
+def external_data_path(model_path: Path, tensor: str, location: str) -> Path:
+    """The external-data file a tensor names, refused when it leaves the model's folder."""
+    base = model_path.parent.resolve()
+    target = (base / location).resolve()
+    if Path(location).is_absolute() or base not in target.parents:
+        raise QtoolError(
+            f"{model_path}: tensor {tensor!r} points to external data outside the model's "
+            f"folder ({location}); refusing to read it"
+        )
+    if not target.is_file():
+        raise QtoolError(
+            f"{model_path}: external-data file {location} for tensor {tensor!r} is missing; "
+            "copy it next to the model"
+        )
+    return target
 
 
 def _first_line(exc: BaseException) -> str:
