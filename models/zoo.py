@@ -73,21 +73,28 @@ class LocalSelfAttention(nn.Module):
         return (attn.unsqueeze(2) * values).sum(3)  # (N, heads, head_dim, hw)
 
     def _attend_slices(self, q, keys, values, h: int, w: int) -> torch.Tensor:
-        """Inference/export path: Pad + Slice + Concat and two MatMuls, plain ONNX ops that
-        ONNX Runtime runs and quantises, and whose FLOPs `qtool inspect` counts."""
+        """Inference/export path: the training path's arithmetic with Pad + Slice + Concat in
+        place of Unfold, so it exports to plain ONNX ops that ONNX Runtime runs and quantises.
+
+        Neighbourhoods are stacked straight into (N, heads, head_dim, kk, hw) and reduced with
+        Mul + ReduceSum: no Transpose of 5-D tensors and no batched 1 x d GEMMs, which made an
+        earlier MatMul formulation 2.3x slower on CPU (Transpose alone was 54 % of run time).
+        """
         k, pad, hw = self.kernel, self.kernel // 2, h * w
 
-        def neighbourhood(t: torch.Tensor) -> torch.Tensor:  # (N, kk, heads, head_dim, hw)
+        def neighbourhood(t: torch.Tensor) -> torch.Tensor:  # (N, heads, head_dim, kk, hw)
             t = F.pad(t, (pad, pad, pad, pad))
-            shifted = [t[:, :, i : i + h, j : j + w] for i in range(k) for j in range(k)]
-            return torch.cat(shifted, dim=1).reshape(-1, k * k, self.heads, self.head_dim, hw)
+            shifted = [
+                t[:, :, i : i + h, j : j + w].reshape(-1, self.heads, self.head_dim, 1, hw)
+                for i in range(k)
+                for j in range(k)
+            ]  # offsets row-major, as F.unfold orders them
+            return torch.cat(shifted, dim=3)
 
-        keys = neighbourhood(keys).permute(0, 2, 4, 3, 1) + self.relative_embedding()
-        values = neighbourhood(values).permute(0, 2, 4, 1, 3)  # (N, heads, hw, kk, head_dim)
-        q = q.reshape(-1, self.heads, self.head_dim, hw).transpose(2, 3).unsqueeze(-2)
-        attn = torch.softmax(torch.matmul(q, keys), dim=-1)  # (N, heads, hw, 1, kk)
-        out = torch.matmul(attn, values).squeeze(-2)  # (N, heads, hw, head_dim)
-        return out.transpose(2, 3)
+        keys = neighbourhood(keys) + self.relative_embedding()[:, :, None]
+        logits = (q.reshape(-1, self.heads, self.head_dim, 1, hw) * keys).sum(2)
+        attn = torch.softmax(logits, dim=2)  # (N, heads, kk, hw)
+        return (attn.unsqueeze(2) * neighbourhood(values)).sum(3)  # (N, heads, head_dim, hw)
 
 
 def _spatial(kind: str, cin: int, cout: int, stride: int) -> nn.Module:

@@ -451,7 +451,8 @@ def _stored_bytes(t: onnx.TensorProto) -> int:
 
 
 def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
-    """Multiply-adds x2 of Conv/Gemm/MatMul (and their quantised forms) for one batch.
+    """Multiply-adds x2 of Conv/Gemm/MatMul (and their quantised forms, and Mul->ReduceSum
+    dot products) for one batch.
 
     Uses ONNX shape inference; symbolic dims count as `batch`. Ops whose shapes cannot be
     inferred are skipped rather than guessed.
@@ -474,9 +475,15 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
     for out, src in dq_source.items():
         if out not in shapes and src in shapes:
             shapes[out] = shapes[src]
+    # Mul feeding ReduceSum is a dot product written out (e.g. local self-attention exported
+    # without MatMul): count its multiply-adds like a MatMul's.
+    reduce_sum_inputs = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
     total = 0
     for node in graph.node:
         op = node.op_type
+        if op == "Mul" and node.output[0] in reduce_sum_inputs and node.output[0] in shapes:
+            total += 2 * int(np.prod(shapes[node.output[0]]))
+            continue
         try:
             if op in ("Conv", "ConvInteger", "QLinearConv"):
                 w_name = node.input[3] if op == "QLinearConv" else node.input[1]
