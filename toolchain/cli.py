@@ -65,10 +65,17 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     """qtool: take a trained model to a verified INT8 ONNX model for CPU servers.
 
     \b
-    Stages (each reads and writes plain files):
-      qtool demo                                  the whole pipeline on the built-in models
-      qtool inspect model.onnx                    what is in an ONNX file
-      qtool eval model.onnx --data digits         accuracy in ONNX Runtime
+    The pipeline (each stage reads and writes plain files):
+      qtool demo                                        all of it, on the built-in models
+      qtool train cnn --out cnn.pt                      zoo model: cnn, sasa or mlp
+      qtool export cnn --weights cnn.pt --out cnn.onnx  parity-checked ONNX
+      qtool quantize cnn.onnx --calib digits --out cnn.int8.onnx --max-accuracy-drop 0.5
+      qtool eval cnn.int8.onnx --data digits            accuracy in ONNX Runtime
+      qtool bench cnn.onnx cnn.int8.onnx --batch 1,32   latency and energy, FP32 vs INT8
+      qtool flip cnn.int8.onnx --bits 20 --out f.onnx   bit flips in the stored weights
+      qtool package cnn.int8.onnx --out bundle --ecc    a bundle the server can verify
+      qtool verify bundle ; qtool predict bundle x.png  refuse a corrupted copy
+      qtool inspect cnn.int8.onnx                       what is in an ONNX file
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input.
     """
