@@ -269,3 +269,32 @@ def test_inserted_bytes_are_reported_as_a_length_change(bundle):
     (bundle / "lin.onnx").write_bytes(data[:100] + b"\0" + data[100:])
     result = run("verify", bundle, "--repair")
     assert result.exit_code == 1 and "length changed" in result.output
+
+
+def test_model_card_carries_the_bundled_reports(tmp_path, model):
+    reports = {
+        "e.json": ["eval", model, "--data", "digits"],
+        "b.json": [
+            "bench",
+            model,
+            model,
+            "--runs",
+            "20",
+            "--energy",
+            "estimate",
+            "--energy-window",
+            "0.2",
+        ],
+        "c.json": ["flip", model, "--bits", "1,2", "--trials", "2", "--data", "digits"],
+    }
+    for name, args in reports.items():
+        result = run(*args, "--json", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    args = [a for name in reports for a in ("--report", tmp_path / name)]
+    assert run("package", model, "--out", tmp_path / "b", *args).exit_code == 0
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    accuracy = json.loads((tmp_path / "e.json").read_text())["accuracy"]
+    assert f"{100 * accuracy:.2f} % on 360 samples of digits" in card
+    assert "mJ (estimated)" in card and "ESTIMATED" in card
+    assert "| lin.onnx | 93.89 % | " in card and "| 2 bits |" in card
+    assert sorted(p.name for p in (tmp_path / "b" / "reports").iterdir()) == sorted(reports)

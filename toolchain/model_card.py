@@ -94,14 +94,56 @@ def _inputs(inputs: list[dict]) -> str:
 
 
 def _bench_line(r: dict) -> str:
-    energy = r.get("energy")
-    method = energy.get("method") if isinstance(energy, dict) else energy
-    if method and "estimate" in str(method):
-        return "Energy figures are ESTIMATED from CPU time x watts per core, not measured."
-    if method:
-        return f"Energy method: {method}."
-    return ""
+    """Latency and energy per model and batch, with the energy method stated on every row."""
+    rows = [
+        "",
+        "| model | batch | threads | p50 latency | items/s | energy per item |",
+        "|---|---|---|---|---|---|",
+    ]
+    for group in r.get("groups") or []:
+        for c in group.get("configs") or []:
+            lat, energy = c.get("latency") or {}, c.get("energy") or {}
+            joules = (
+                f"{energy['mj_per_item']:.4g} mJ ({energy.get('method', '?')})"
+                if energy.get("mj_per_item") is not None
+                else "not measured"
+            )
+            rows.append(
+                f"| {c.get('name')} | {group.get('batch')} | {group.get('threads')} | "
+                f"{lat.get('p50_ms', float('nan')):.4g} ms | "
+                f"{lat.get('throughput_items_per_s', float('nan')):,.0f} | {joules} |"
+            )
+    methods = {
+        (c.get("energy") or {}).get("method")
+        for g in r.get("groups") or []
+        for c in g.get("configs") or []
+    }
+    if "estimated" in methods:
+        rows.append(
+            "\nEnergy is ESTIMATED from process CPU time x watts per core, not measured; "
+            "the energy ratio between models equals their CPU-time ratio."
+        )
+    return "\n".join(rows) if len(rows) > 3 else ""
 
 
 def _flip_line(r: dict) -> str:
-    return "Accuracy under random bit flips in the stored weights, per number of flipped bits."
+    """Mean accuracy per number of random flipped weight bits, one row per model."""
+    stats = r.get("stats") or []
+    budgets = sorted({s["bits"] for s in stats})
+    if not budgets:
+        return ""
+    clean = {m["path"]: m.get("clean_accuracy") for m in r.get("models") or []}
+    rows = [
+        "",
+        f"Mean test accuracy over {r.get('trials')} trials per budget ({r.get('data')}, "
+        f"targets={r.get('targets')}):",
+        "",
+        "| model | clean | " + " | ".join(f"{b} bits" for b in budgets) + " |",
+        "|---" * (len(budgets) + 2) + "|",
+    ]
+    for model in dict.fromkeys(s["model"] for s in stats):
+        by_bits = {s["bits"]: s["mean"] for s in stats if s["model"] == model}
+        cells = [_pct(by_bits.get(b)) for b in budgets]
+        name = model.rsplit("/", 1)[-1]
+        rows.append(f"| {name} | {_pct(clean.get(model))} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
