@@ -277,7 +277,7 @@ def stage_bench(ctx: DemoContext) -> None:
 
 def stage_flip(ctx: DemoContext) -> None:
     """Random bit flips in the stored weights: accuracy vs number of flipped bits."""
-    from qtool.campaign import run_campaign
+    from qtool.campaign import campaign_plot, run_campaign
 
     for name in DEMO_FLIP_MODELS:
         rec = ctx.records.get(name)
@@ -296,6 +296,10 @@ def stage_flip(ctx: DemoContext) -> None:
         report = ctx.out_dir / f"{name}.flips.json"
         write_json(report, result)
         rec.paths["flips"] = report
+        try:  # the curve as a picture too, when the plot extra is installed
+            rec.paths["flips_plot"] = campaign_plot(result, ctx.out_dir / f"{name}.flips.png")
+        except QtoolError as exc:
+            ctx.notes.append(f"no flip plot: {exc}")
         by_model = {}
         for stat in result.stats:
             kind = "int8" if Path(stat.model) == rec.paths["int8"] else "fp32"
