@@ -130,3 +130,10 @@ def test_bad_data_specs_exit_2_with_one_clear_line(tmp_path, digits_model, make_
     assert message in result.output
     assert "Traceback" not in result.output
     assert result.output.count("error:") == 1
+
+
+def test_error_lines_print_brackets_verbatim(digits_model):
+    """Advice like pip install 'qtool[data]' must not be eaten as rich markup."""
+    result = CliRunner().invoke(main, ["eval", str(digits_model), "--data", "scans[data]"])
+    assert result.exit_code == 2
+    assert "'scans[data]'" in result.output and result.output.startswith("error: ")

@@ -13,7 +13,7 @@ import click
 
 from qtool import __version__
 from qtool.errors import QtoolError, WorkFailed
-from qtool.report import err_console, set_quiet
+from qtool.report import err_console, error_line, set_quiet
 
 COMMAND_MODULES = [
     "qtool.commands.inspect",
@@ -39,7 +39,7 @@ class QtoolGroup(click.Group):
         except (QtoolError, WorkFailed) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            error_line("error", str(exc))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -49,9 +49,10 @@ class QtoolGroup(click.Group):
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
-                "(run with qtool --debug ... for the traceback and report it)"
+            error_line(
+                "internal error",
+                f"{type(exc).__name__}: {exc} "
+                "(run with qtool --debug ... for the traceback and report it)",
             )
             ctx.exit(1)
 

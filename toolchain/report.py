@@ -29,9 +29,9 @@ def set_quiet(quiet: bool) -> None:
 
 
 def info(message: str) -> None:
-    """A progress remark on stderr, silenced by --quiet."""
+    """A progress remark on stderr, silenced by --quiet. Plain text: brackets are not markup."""
     if not _quiet:
-        err_console.print(message)
+        err_console.print(Text(message))
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
@@ -44,8 +44,15 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[obj
 
 
 def show(*renderables) -> None:
+    """Print tables and plain-text lines (strings are never read as rich markup)."""
     for item in renderables:
-        console.print(item)
+        console.print(Text(item) if isinstance(item, str) else item)
+
+
+def error_line(label: str, message: str) -> None:
+    """`label: message` on stderr, the label in bold red; the message printed verbatim, so
+    advice like pip install 'qtool[data]' survives."""
+    err_console.print(Text.assemble((f"{label}:", "bold red"), " ", message))
 
 
 def progress() -> Progress:
