@@ -122,3 +122,13 @@ def test_cli_basics():
     result = run("--help")
     assert result.exit_code == 0 and "inspect" in result.output and "eval" in result.output
     assert run("--version").output.startswith("qtool, version")
+
+
+def test_missing_optional_package_gives_the_install_line(monkeypatch, tmp_path):
+    """On a server without the torch extra, train says how to get it (exit 2), no traceback."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if absent
+    result = run("train", "mlp", "--out", tmp_path / "m.pt")
+    assert result.exit_code == 2, result.output
+    assert "pip install 'qtool[torch]'" in result.output and "Traceback" not in result.output

@@ -30,6 +30,18 @@ COMMAND_MODULES = [
 ]
 
 
+# Lazily imported packages of the optional extras -> the extra that installs them. A command
+# that reaches one on a lean server install gets the install line, not a traceback.
+OPTIONAL_MODULES = {
+    "torch": "torch",
+    "onnxscript": "torch",
+    "sklearn": "data",
+    "PIL": "data",
+    "matplotlib": "plot",
+    "reedsolo": "ecc",
+}
+
+
 class QtoolGroup(click.Group):
     """Maps library exceptions to exit codes and one-line messages."""
 
@@ -46,6 +58,16 @@ class QtoolGroup(click.Group):
             ctx.exit(130)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except ModuleNotFoundError as exc:
+            extra = OPTIONAL_MODULES.get((exc.name or "").split(".")[0])
+            if extra is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            error_line(
+                "error",
+                f"this command needs {exc.name.split('.')[0]}, which is not installed here: "
+                f"pip install 'qtool[{extra}]'",
+            )
+            ctx.exit(2)
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
