@@ -18,7 +18,11 @@ from qtool.onnxfile import load_model, qtool_metadata, sha256_file, summarize
 
 torch = pytest.importorskip("torch")
 
-from qtool.models.checkpoint import build_from_checkpoint, load_checkpoint  # noqa: E402
+from qtool.models.checkpoint import (  # noqa: E402
+    build_from_checkpoint,
+    load_checkpoint,
+    state_dict_sha256,
+)
 
 ZOO_DATA = {"cnn": "digits", "sasa": "digits", "mlp": "breast-cancer"}
 USER_MODEL = """
@@ -131,7 +135,9 @@ def test_metadata_records_what_later_stages_need(zoo_models, zoo_checkpoints, na
     assert meta["normalization"] == config["normalization"]
     assert meta["class_names"] == config["class_names"]
     assert meta["input_shape"] == config["input_shape"]
-    assert meta["weights_sha256"] == sha256_file(zoo_checkpoints[name])
+    assert meta["weights_sha256"] == state_dict_sha256(
+        load_checkpoint(zoo_checkpoints[name])["state_dict"]
+    )
     assert meta["exporter"] == "dynamo"
     assert meta["opset"] == next(o.version for o in model.opset_import if o.domain == "")
     assert meta["seed"] == 0
@@ -213,7 +219,9 @@ def test_user_factory_export_with_and_without_weights(user_file, tmp_path):
     sess2 = session(out2)
     assert sess2.get_inputs()[0].shape == [1, 3, 16, 16]
     np.testing.assert_allclose(sess2.run(None, {"input": x})[0], expected, atol=1e-5)
-    assert qtool_metadata(load_model(out2))["weights_sha256"] == w_before
+    assert qtool_metadata(load_model(out2))["weights_sha256"] == state_dict_sha256(
+        trained.state_dict()
+    )
     assert sha256_file(weights) == w_before and sha256_file(user_file) == before
 
 
@@ -279,3 +287,14 @@ def test_export_bad_input_exits_2(zoo_checkpoints, user_file, tmp_path, args, fr
     result = run("export", *(a.format(**values) for a in args), "--out", str(out))
     assert_bad_input(result, *fragments)
     assert not out.exists()
+
+
+def test_same_seed_gives_byte_identical_onnx_files(tmp_path):
+    """Training records run details (time) in the checkpoint; the ONNX file must not vary."""
+    outs = []
+    for i in range(2):
+        ckpt, onnx_path = tmp_path / f"m{i}.pt", tmp_path / f"m{i}.onnx"
+        assert run("train", "mlp", "--out", str(ckpt), "--epochs", "3").exit_code == 0
+        assert run("export", "mlp", "--weights", str(ckpt), "--out", str(onnx_path)).exit_code == 0
+        outs.append(sha256_file(onnx_path))
+    assert outs[0] == outs[1]

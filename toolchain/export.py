@@ -108,10 +108,9 @@ def export_model(
 
         if weights is not None:
             load_weights_into(module, weights)
-            meta["qtool.weights_sha256"] = sha256_file(weights)
         else:
-            meta["qtool.weights_sha256"] = state_dict_sha256(module.state_dict())
             meta["qtool.weights_source"] = "factory initialisation (no --weights)"
+        meta["qtool.weights_sha256"] = state_dict_sha256(module.state_dict())
         meta["qtool.model"] = model
         meta["qtool.source_sha256"] = sha256_file(source_file)
         if data_spec:
@@ -208,12 +207,16 @@ def _zoo_module(name: str, weights: Path | None, shape):
             f"trained for ({','.join(map(str, config['input_shape']))}); drop --input-shape"
         )
     module = build_from_checkpoint(checkpoint, weights)
+    from qtool.models.checkpoint import state_dict_sha256
+
     meta = {
         "qtool.model": name,
         "qtool.dataset": config.get("dataset"),
         "qtool.normalization": config.get("normalization"),
         "qtool.class_names": config.get("class_names"),
-        "qtool.weights_sha256": sha256_file(weights),
+        # of the weights, not the file: the checkpoint also holds run details (train time),
+        # and the same seed must give the same ONNX bytes (campaign draws key on them)
+        "qtool.weights_sha256": state_dict_sha256(checkpoint["state_dict"]),
         "qtool.seed": config.get("seed"),
         "qtool.training": {
             k: config.get(k)
