@@ -29,10 +29,13 @@ from qtool.runtimes import make_session
 from qtool.runtimes.timing import measure_interleaved
 
 
-def mlp(sizes: list[int], seed: int = 0) -> onnx.ModelProto:
-    """A Gemm+Relu stack with random weights (dynamic batch)."""
+def mlp(sizes: list[int], seed: int = 0, image: tuple[int, ...] | None = None) -> onnx.ModelProto:
+    """A Gemm+Relu stack with random weights (dynamic batch); with `image` (C, H, W) the
+    input is an image batch flattened first."""
     rng = np.random.default_rng(seed)
     nodes, inits, prev = [], [], "x"
+    if image is not None:
+        nodes, prev = [helper.make_node("Flatten", ["x"], ["flat"])], "flat"
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         w = rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32)
         inits += [
@@ -47,7 +50,7 @@ def mlp(sizes: list[int], seed: int = 0) -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", sizes[0]])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *(image or sizes[:1])])],
         [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", sizes[-1]])],
         inits,
     )
