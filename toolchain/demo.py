@@ -160,18 +160,22 @@ def stage_export(ctx: DemoContext) -> None:
         )
 
 
-def stage_evaluate(ctx: DemoContext) -> None:
-    """FP32 accuracy on the test split, in ONNX Runtime (what a server would run)."""
+def _evaluate(path: Path, data: str):
+    """Test-split accuracy of one ONNX file in ONNX Runtime, as `qtool eval` computes it."""
     from qtool.data import load_dataset
     from qtool.evaluate import evaluate_session, model_io
     from qtool.onnxfile import load_model, qtool_metadata
     from qtool.runtimes import make_session
 
+    session = make_session(path)
+    io = model_io(session, qtool_metadata(load_model(path)))
+    return evaluate_session(session, io, load_dataset(data, "test"))
+
+
+def stage_evaluate(ctx: DemoContext) -> None:
+    """FP32 accuracy on the test split, in ONNX Runtime (what a server would run)."""
     for rec in ctx.records.values():
-        path = rec.paths["fp32"]
-        session = make_session(path)
-        io = model_io(session, qtool_metadata(load_model(path)))
-        result = evaluate_session(session, io, load_dataset(rec.data, "test"))
+        result = _evaluate(rec.paths["fp32"], rec.data)
         rec.results["fp32_accuracy"] = result.accuracy
         rec.results["test_samples"] = result.samples
         if result.sensitivity is not None:
@@ -222,17 +226,6 @@ def stage_quantize(ctx: DemoContext) -> None:
         ev = _evaluate(out, rec.data)
         write_json(ctx.out_dir / f"{rec.name}.int8.eval.json", {"model": str(out), **vars(ev)})
         rec.paths["int8_eval"] = ctx.out_dir / f"{rec.name}.int8.eval.json"
-
-
-def _evaluate(path: Path, data: str):
-    from qtool.data import load_dataset
-    from qtool.evaluate import evaluate_session, model_io
-    from qtool.onnxfile import load_model, qtool_metadata
-    from qtool.runtimes import make_session
-
-    session = make_session(path)
-    io = model_io(session, qtool_metadata(load_model(path)))
-    return evaluate_session(session, io, load_dataset(data, "test"))
 
 
 def stage_bench(ctx: DemoContext) -> None:

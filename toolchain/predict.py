@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from qtool.bundle import extract_archive, is_archive, read_manifest, safe_member
 from qtool.data import IMAGE_SUFFIXES, _images_to_float, fit_to_input
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluate import model_io, run_scores
-from qtool.onnxfile import load_model, qtool_metadata
+from qtool.onnxfile import qtool_metadata
 from qtool.runtimes import make_session
 from qtool.verify import verify
 
@@ -105,7 +106,8 @@ def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], 
         expected = manifest["files"][manifest["model"]["file"]]["sha256"]
         if hashlib.sha256(model_bytes).hexdigest() != expected:
             raise WorkFailed(f"{model_path} changed while it was being verified; refusing it")
-        meta = qtool_metadata(load_model(model_path))
+        # metadata (normalisation, class names) from the verified bytes, not a re-read
+        meta = qtool_metadata(onnx.load_model_from_string(model_bytes))
         source = model_path if manifest["model"].get("data_files") else model_bytes
         session = make_session(source)
     io = model_io(session, meta)
