@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 from bench_overhead import mlp  # noqa: E402  (same folder: the model both scripts time)
 
-from qtool.bench import render_bench, run_bench
-from qtool.data import fit_to_input, load_dataset
-from qtool.onnxfile import write_json
+from qtool.benchmarking.bench import render_bench, run_bench
+from qtool.data.datasets import fit_to_input, load_dataset
+from qtool.modelfile.onnxfile import write_json
 from qtool.report import show
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.bench import prepare_sessions
+from qtool.benchmarking.bench import prepare_sessions
 from qtool.runtimes import make_session
 from qtool.runtimes.timing import measure_interleaved
 

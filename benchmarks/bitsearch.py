@@ -21,7 +21,7 @@ def build_models(workdir: Path, epochs: int | None = None) -> dict[str, dict[str
     """{"cnn": {"fp32": path, "int8": path}, "mlp": {...}}: the demo's own train, export and
     quantise stages (checkpoints cached as the demo caches them), so the numbers describe the
     files `qtool demo` makes."""
-    from qtool.demo import STAGES, run_demo
+    from qtool.demo.pipeline import STAGES, run_demo
 
     wanted = {"train", "export", "quantize"}
     ctx = run_demo(
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--models", default="cnn,mlp", help="zoo models to compare")
     args = parser.parse_args(argv)
-    from qtool.bitsearch import compare_targeted_random, comparison_table
+    from qtool.faults.bitsearch import compare_targeted_random, comparison_table
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     show(comparison_table(rows))
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        from qtool.onnxfile import write_json
+        from qtool.modelfile.onnxfile import write_json
 
         write_json(args.json, {"rows": rows})
     return 0

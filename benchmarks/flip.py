@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from flip_models import large_mlp  # noqa: E402
 
-from qtool.campaign import prepare_model, run_campaign, run_trial  # noqa: E402
-from qtool.data import load_dataset  # noqa: E402
-from qtool.flip import (  # noqa: E402
+from qtool.faults.campaign import prepare_model, run_campaign, run_trial  # noqa: E402
+from qtool.data.datasets import load_dataset  # noqa: E402
+from qtool.faults.flip import (  # noqa: E402
     FlipSettings,
     bit_space,
     draw_flips,
@@ -111,7 +111,7 @@ def bench_injection(folder: Path, megabytes: int, bits: int) -> dict:
 def default_int8_model(folder: Path) -> Path:
     """The zoo CNN on digits, trained (or taken from the demo's checkpoint cache), exported
     and quantised by the demo's own stages: the INT8 digits CNN the issue asks about."""
-    from qtool.demo import STAGES, run_demo
+    from qtool.demo.pipeline import STAGES, run_demo
 
     wanted = {"train", "export", "quantize"}
     ctx = run_demo(

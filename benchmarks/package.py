@@ -21,9 +21,9 @@ import onnx
 import reedsolo
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.bundle import package
-from qtool.ecc import EccParams, encode_parity
-from qtool.verify import verify
+from qtool.deploy.bundle import package
+from qtool.deploy.ecc import EccParams, encode_parity
+from qtool.deploy.verify import verify
 
 
 def big_model(path: Path, mb: int) -> Path:

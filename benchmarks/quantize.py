@@ -2,7 +2,7 @@
 
 For each of cnn, sasa and mlp (trained on the zoo's default data set, digits for cnn/sasa and
 breast-cancer for mlp, by `qtool train` and exported by `qtool export`, unless given with
---fp32 NAME=PATH): quantise with `qtool.quantize.quantize_model` (defaults:
+--fp32 NAME=PATH): quantise with `qtool.quantization.quantize.quantize_model` (defaults:
 QDQ, per-channel int8 weights, uint8 activations, minmax on 256 train samples), then time the
 FP32 and INT8 sessions at batch 1 and 32 with 1 intra-op thread. All 12 sessions are timed
 round by round in one interleaved run (seeded random order per round), so machine drift hits
@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from qtool.data import load_dataset
-from qtool.evaluate import model_io
-from qtool.onnxfile import load_model, qtool_metadata, to_jsonable
-from qtool.quantize import BudgetNotMet, quantize_model
+from qtool.data.datasets import load_dataset
+from qtool.evaluation.evaluate import model_io
+from qtool.modelfile.onnxfile import load_model, qtool_metadata, to_jsonable
+from qtool.quantization.quantize import BudgetNotMet, quantize_model
 from qtool.report import fmt_bytes, show, table
 from qtool.runtimes import make_session
 from qtool.runtimes.timing import (

@@ -19,7 +19,7 @@ SHORT_EPOCHS = {"cnn": 3, "sasa": 3, "mlp": 10}
 @pytest.fixture(scope="session")
 def zoo_checkpoints(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("torch")
-    from qtool.training import train_zoo_model
+    from qtool.from_torch.train import train_zoo_model
 
     folder = tmp_path_factory.mktemp("zoo_checkpoints")
     out = {}
@@ -32,7 +32,7 @@ def zoo_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def zoo_models(zoo_checkpoints, tmp_path_factory) -> dict[str, Path]:
-    from qtool.export import export_model
+    from qtool.from_torch.export import export_model
 
     folder = tmp_path_factory.mktemp("zoo_onnx")
     out = {}

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from qtool.data import load_dataset
-from qtool.onnxfile import set_metadata
+from qtool.data.datasets import load_dataset
+from qtool.modelfile.onnxfile import set_metadata
 
 OPSET = 17
 ONNX_TEST_DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"

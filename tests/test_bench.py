@@ -11,9 +11,9 @@ from builders import conv_model, digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from qtool.bench import run_bench
+from qtool.benchmarking.bench import run_bench
 from qtool.cli import main
-from qtool.onnxfile import sha256_file
+from qtool.modelfile.onnxfile import sha256_file
 from qtool.runtimes.timing import (
     Contender,
     bootstrap_median_ratio,
@@ -120,7 +120,7 @@ def models(tmp_path_factory):
         quantize_static,
     )
 
-    from qtool.data import load_dataset
+    from qtool.data.datasets import load_dataset
 
     root = tmp_path_factory.mktemp("bench")
     fp32 = save(conv_model(0), root / "conv.onnx")

@@ -17,7 +17,7 @@ from builders import digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
-from qtool.bitsearch import (
+from qtool.faults.bitsearch import (
     flipped_values,
     int8_flip,
     progressive_search,
@@ -25,21 +25,21 @@ from qtool.bitsearch import (
     split_data,
 )
 from qtool.cli import main
-from qtool.data import load_dataset
+from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
-from qtool.evaluate import model_io
-from qtool.flip import load_manifest, replay
-from qtool.onnxfile import initializer_roles, qtool_metadata, sha256_file
+from qtool.evaluation.evaluate import model_io
+from qtool.faults.flip import load_manifest, replay
+from qtool.modelfile.onnxfile import initializer_roles, qtool_metadata, sha256_file
 from qtool.runtimes import make_session
 
 torch = pytest.importorskip("torch")
-from qtool.exporters.torch_replica import TorchReplica, UnsupportedGraph  # noqa: E402
+from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A 4-channel CNN trained on digits (FP32 and INT8 QDQ) and a linear FP32 model."""
-    from qtool.quantize import quantize_model
+    from qtool.quantization.quantize import quantize_model
 
     folder = tmp_path_factory.mktemp("bitsearch")
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from qtool.cli import main
-from qtool.data import fit_to_input, load_dataset, normalize, parse_spec, resize_images
+from qtool.data.datasets import fit_to_input, load_dataset, normalize, parse_spec, resize_images
 from qtool.errors import QtoolError
 
 

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from qtool.cli import main
-from qtool.demo import COLUMNS, STAGES, Column, DemoContext, cache_dir, run_demo, summary_table
+from qtool.demo.pipeline import COLUMNS, STAGES, Column, DemoContext, cache_dir, run_demo, summary_table
 
 pytest.importorskip("torch")
 
@@ -50,7 +50,7 @@ def test_a_later_stage_adds_a_column(tmp_path, monkeypatch):
         for rec in ctx.records.values():
             rec.results["double_params"] = 2 * rec.results["params"]
 
-    monkeypatch.setattr("qtool.demo.COLUMNS", [*COLUMNS, Column("2x params", "double_params")])
+    monkeypatch.setattr("qtool.demo.pipeline.COLUMNS", [*COLUMNS, Column("2x params", "double_params")])
     ctx = run_demo(tmp_path / "out", models=MLP_ONLY, stages=[*STAGES[:3], ("x", stage_double)])
     columns, rows = summary_table(ctx)
     assert columns[:2] == ["model", "data"] and columns[-1] == "2x params"
@@ -68,6 +68,6 @@ def test_demo_rewrites_its_own_folder_but_refuses_others_without_force(tmp_path)
     # a folder holding a previous demo's summary.json is the demo's own: rerunning needs no flag
     (out / "summary.json").write_text("{}")
     ctx_out = tmp_path / "demo"
-    from qtool.demo import prepare_out_dir
+    from qtool.demo.pipeline import prepare_out_dir
 
     assert prepare_out_dir(ctx_out, force=False) == ctx_out

@@ -14,7 +14,7 @@ import pytest
 from builders import conv_model, save
 from click.testing import CliRunner
 
-from qtool.bench import render_bench, run_bench
+from qtool.benchmarking.bench import render_bench, run_bench
 from qtool.cli import main
 from qtool.runtimes.energy import (
     POWERCAP_ROOT_ENV,

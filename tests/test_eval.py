@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.cli import main
-from qtool.data import load_dataset
-from qtool.onnxfile import set_metadata, sha256_file
+from qtool.data.datasets import load_dataset
+from qtool.modelfile.onnxfile import set_metadata, sha256_file
 
 
 def run(*args):

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 
 from qtool.cli import main
-from qtool.flip import FlipSettings, bit_positions, inject, parse_positions
-from qtool.locate import locate_initializers, to_flippable
-from qtool.onnxfile import sha256_file
+from qtool.faults.flip import FlipSettings, bit_positions, inject, parse_positions
+from qtool.modelfile.locate import locate_initializers, to_flippable
+from qtool.modelfile.onnxfile import sha256_file
 
 ROLE = {"weights": "weight", "biases": "bias", "qparams": "qparam"}
 

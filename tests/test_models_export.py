@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from qtool.cli import main
-from qtool.data import fit_to_input, load_dataset, normalize
-from qtool.onnxfile import load_model, qtool_metadata, sha256_file, summarize
+from qtool.data.datasets import fit_to_input, load_dataset, normalize
+from qtool.modelfile.onnxfile import load_model, qtool_metadata, sha256_file, summarize
 
 torch = pytest.importorskip("torch")
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from qtool.cli import main
 from qtool.errors import QtoolError
-from qtool.onnxfile import (
+from qtool.modelfile.onnxfile import (
     atomic_write,
     check_output_path,
     load_model,

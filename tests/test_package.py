@@ -15,9 +15,9 @@ from builders import conv_model, digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 
 from qtool.cli import main
-from qtool.data import load_dataset
-from qtool.ecc import EccParams, encode_parity, repair
-from qtool.onnxfile import save_model, set_metadata, sha256_file
+from qtool.data.datasets import load_dataset
+from qtool.deploy.ecc import EccParams, encode_parity, repair
+from qtool.modelfile.onnxfile import save_model, set_metadata, sha256_file
 
 
 def run(*args):
@@ -238,9 +238,9 @@ def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
     """Each flip made by the flip machinery is caught and named down to element and bit."""
     from flip_models import digits_cnn, quantized
 
-    from qtool.flip import FlipSettings, inject
-    from qtool.locate import to_flippable
-    from qtool.verify import verify
+    from qtool.faults.flip import FlipSettings, inject
+    from qtool.modelfile.locate import to_flippable
+    from qtool.deploy.verify import verify
 
     int8 = quantized(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.int8.onnx")
     # ORT stores some int32 tensors as varints; flip converts them to raw_data first (a

@@ -10,17 +10,17 @@ import pytest
 from click.testing import CliRunner
 
 from qtool.cli import main
-from qtool.data import load_dataset
+from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
-from qtool.onnxfile import sha256_file
+from qtool.modelfile.onnxfile import sha256_file
 
 torch = pytest.importorskip("torch")
 
 from qtool.models import get_spec, list_models  # noqa: E402
 from qtool.models.checkpoint import FORMAT, load_checkpoint, load_state_dict  # noqa: E402
-from qtool.models.train import compute_normalization, train  # noqa: E402
+from qtool.models.trainer import compute_normalization, train  # noqa: E402
 from qtool.models.zoo import LocalSelfAttention  # noqa: E402
-from qtool.training import train_zoo_model  # noqa: E402
+from qtool.from_torch.train import train_zoo_model  # noqa: E402
 
 
 def run(*args: str):

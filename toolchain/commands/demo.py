@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import force_option
-from qtool.demo import DEFAULT_OUT, SUMMARY_FILE, TABLE_TITLES, run_demo, summary_table
+from qtool.demo.pipeline import DEFAULT_OUT, SUMMARY_FILE, TABLE_TITLES, run_demo, summary_table
 from qtool.report import info, show, table
 
 

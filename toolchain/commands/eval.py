@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import json_option, model_argument, write_json_report
-from qtool.data import SPLITS, load_dataset
-from qtool.evaluate import evaluate_session, model_io
-from qtool.onnxfile import load_model, qtool_metadata
+from qtool.data.datasets import SPLITS, load_dataset
+from qtool.evaluation.evaluate import evaluate_session, model_io
+from qtool.modelfile.onnxfile import load_model, qtool_metadata
 from qtool.report import fmt_pct, show, table
 from qtool.runtimes import make_session
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import force_option, json_option, write_json_report
-from qtool.export import export_model
+from qtool.from_torch.export import export_model
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, show, table
 
 

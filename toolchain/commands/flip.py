@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.campaign import (
+from qtool.faults.campaign import (
     DEFAULT_OPT_LEVEL,
     campaign_plot,
     campaign_table,
@@ -16,9 +16,9 @@ from qtool.campaign import (
     write_csv,
 )
 from qtool.commands.options import force_option, json_option, write_json_report
-from qtool.data import SPLITS
+from qtool.data.datasets import SPLITS
 from qtool.errors import QtoolError
-from qtool.flip import (
+from qtool.faults.flip import (
     FAULTS,
     FlipSettings,
     changed_files,
@@ -28,7 +28,7 @@ from qtool.flip import (
     replay,
     write_model_files,
 )
-from qtool.onnxfile import check_output_path, write_json
+from qtool.modelfile.onnxfile import check_output_path, write_json
 from qtool.report import fmt_pct, info, show, table
 
 SHOWN_FLIPS = 20
@@ -164,7 +164,7 @@ def command(
     """
     budgets = parse_budgets(bits)
     if search is not None:
-        from qtool.bitsearch import search_cli
+        from qtool.faults.bitsearch import search_cli
 
         if len(models) != 1:
             raise QtoolError("--search attacks one model at a time")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import json_option, model_argument, write_json_report
-from qtool.onnxfile import summarize
+from qtool.modelfile.onnxfile import summarize
 from qtool.report import fmt_bytes, fmt_count, show, table
 
 

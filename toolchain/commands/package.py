@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.bundle import package
+from qtool.deploy.bundle import package
 from qtool.commands.options import force_option, model_argument
 from qtool.report import fmt_bytes, show, table
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import json_option, write_json_report
-from qtool.predict import predict_bundle
+from qtool.deploy.predict import predict_bundle
 from qtool.report import show, table
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import force_option, json_option, model_argument, write_json_report
-from qtool.quantize import (
+from qtool.quantization.quantize import (
     FORMATS,
     INT8_TYPES,
     METHODS,

@@ -8,7 +8,7 @@ import click
 
 from qtool.commands.options import json_option, write_json_report
 from qtool.report import show, table
-from qtool.verify import verify
+from qtool.deploy.verify import verify
 
 
 @click.command("verify")

@@ -6,7 +6,7 @@ Search"). This module answers "how many chosen bits does it take to break this f
 
 Each iteration of the progressive bit search:
 1. computes dL/dW on an attack batch (train split, labels = the clean model's own predictions)
-   with a differentiable torch replica of the ONNX graph (`qtool.exporters.torch_replica`);
+   with a differentiable torch replica of the ONNX graph (`qtool.runtimes.torch_replica`);
 2. in every target layer ranks all (element, bit) flips by the first-order loss change
    gradient x value change (int8: two's complement, MSB worth -128; FP32: the IEEE-754 word
    with the bit toggled, non-finite results left out of the ranking) and keeps the top
@@ -36,11 +36,11 @@ import numpy as np
 import onnx
 
 from qtool import __version__
-from qtool.campaign import Scores, predict
-from qtool.data import Dataset, load_dataset, parse_spec
+from qtool.faults.campaign import Scores, predict
+from qtool.data.datasets import Dataset, load_dataset, parse_spec
 from qtool.errors import QtoolError, WorkFailed
-from qtool.evaluate import ModelIO, model_io
-from qtool.flip import (
+from qtool.evaluation.evaluate import ModelIO, model_io
+from qtool.faults.flip import (
     MANIFEST_FORMAT,
     ModelFiles,
     byte_position,
@@ -51,7 +51,7 @@ from qtool.flip import (
     select_targets,
     write_model_files,
 )
-from qtool.onnxfile import check_output_path, dtype_name, qtool_metadata, write_json
+from qtool.modelfile.onnxfile import check_output_path, dtype_name, qtool_metadata, write_json
 from qtool.report import fmt_pct, info, progress, table
 from qtool.runtimes import make_session
 
@@ -265,7 +265,7 @@ class _Model:
             session = session or self.session()
         except QtoolError:
             return float("inf"), 0.0
-        from qtool.evaluate import run_scores
+        from qtool.evaluation.evaluate import run_scores
 
         scores = run_scores(session, self.io, self.xa, batch=max(1, len(self.xa)))
         agree = float((np.argmax(np.nan_to_num(scores, nan=-np.inf), 1) == self.labels).mean())
@@ -290,7 +290,7 @@ class _GradientSearcher:
     """First-order ranking with the torch replica, exact loss of the best few per layer."""
 
     def __init__(self, model: _Model, per_layer: int, objective: str = "auto"):
-        from qtool.exporters.torch_replica import TorchReplica, UnsupportedGraph, _torch
+        from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph, _torch
 
         self.torch = _torch()
         self.model = model
@@ -480,7 +480,7 @@ def progressive_search(
     searcher: _GradientSearcher | None = None
     reason = None
     if method in ("auto", "gradient"):
-        from qtool.exporters.torch_replica import UnsupportedGraph
+        from qtool.runtimes.torch_replica import UnsupportedGraph
 
         try:
             searcher = _GradientSearcher(m, per_layer, objective)
@@ -596,7 +596,7 @@ def progressive_search(
 def _manifest(m: _Model, result: SearchResult, entries: list[dict], total_bits: int) -> dict:
     import base64
 
-    from qtool.flip import _sha
+    from qtool.faults.flip import _sha
 
     search = result.summary()
     return {
@@ -708,7 +708,7 @@ def compare_targeted_random(
 
     The accuracy target defaults to chance + 10 pp on the evaluation split.
     """
-    from qtool.campaign import run_campaign
+    from qtool.faults.campaign import run_campaign
 
     budgets = sorted({int(b) for b in budgets})
     rows: list[dict] = []

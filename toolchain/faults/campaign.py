@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.data import Dataset, load_dataset
+from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import QtoolError
-from qtool.evaluate import ModelIO, model_io, run_scores
-from qtool.flip import (
+from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
+from qtool.faults.flip import (
     BitSpace,
     FlipSettings,
     ModelFiles,
@@ -35,7 +35,7 @@ from qtool.flip import (
     select_targets,
     xor_flips,
 )
-from qtool.onnxfile import atomic_path, atomic_write, qtool_metadata
+from qtool.modelfile.onnxfile import atomic_path, atomic_write, qtool_metadata
 from qtool.report import fmt_pct, progress, table
 from qtool.runtimes import make_session
 
@@ -517,8 +517,8 @@ def evaluate_manifest(
     opt_level: str = DEFAULT_OPT_LEVEL,
 ) -> FlipEvaluation:
     """Clean vs flipped accuracy of the manifest's flips, done in memory on `path`."""
-    from qtool.flip import entry_offset
-    from qtool.locate import locate_initializers
+    from qtool.faults.flip import entry_offset
+    from qtool.modelfile.locate import locate_initializers
 
     data = load_dataset(data_spec, split)
     if data.y is None:

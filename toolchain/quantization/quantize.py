@@ -30,10 +30,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from qtool.data import Dataset, load_dataset
+from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import QtoolError, WorkFailed
-from qtool.evaluate import ModelIO, model_io, run_scores
-from qtool.onnxfile import (
+from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
+from qtool.modelfile.onnxfile import (
     check_output_path,
     load_model,
     qtool_metadata,
@@ -674,7 +674,7 @@ def _init_bytes(model: onnx.ModelProto) -> int:
 
 
 def _size(path: Path) -> int:
-    from qtool.onnxfile import file_size
+    from qtool.modelfile.onnxfile import file_size
 
     try:
         return int(file_size(path))

@@ -1,6 +1,6 @@
 """Training a zoo model on a data set spec: load splits, train, score the test split, save.
 
-The recipe itself lives in qtool.models.train (torch, numpy arrays in); this module joins it
+The recipe itself lives in qtool.models.trainer (torch, numpy arrays in); this module joins it
 to qtool's data sets, progress bars and file rules, for `qtool train` and `qtool demo`.
 """
 
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from qtool import __version__
-from qtool.data import load_dataset, parse_spec
+from qtool.data.datasets import load_dataset, parse_spec
 from qtool.errors import QtoolError
-from qtool.onnxfile import check_output_path
+from qtool.modelfile.onnxfile import check_output_path
 from qtool.report import progress
 
 
@@ -75,8 +75,8 @@ def train_zoo_model(
         test = None
     epochs_run = spec.epochs if epochs is None else epochs
     from qtool.models.checkpoint import save_checkpoint
-    from qtool.models.train import predict
-    from qtool.models.train import train as run_training
+    from qtool.models.trainer import predict
+    from qtool.models.trainer import train as run_training
 
     with progress() as bar:
         task = bar.add_task(f"train {name}", total=epochs_run, status="")

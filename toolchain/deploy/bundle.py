@@ -27,10 +27,10 @@ from pathlib import Path, PurePosixPath
 import onnx
 
 from qtool import __version__
-from qtool.ecc import EccParams, encode_parity
+from qtool.deploy.ecc import EccParams, encode_parity
 from qtool.errors import QtoolError
-from qtool.locate import locate_initializers
-from qtool.onnxfile import (
+from qtool.modelfile.locate import locate_initializers
+from qtool.modelfile.onnxfile import (
     dtype_name,
     graph_inputs,
     initializer_roles,
@@ -199,7 +199,7 @@ def build_bundle(
     intended_use: str | None = None,
 ) -> dict:
     """Fill an empty `folder` with the bundle of `model_path`; return the manifest."""
-    from qtool.model_card import render_model_card
+    from qtool.deploy.model_card import render_model_card
 
     model = load_model(model_path)
     files = model_files(model_path)
@@ -336,7 +336,7 @@ def _replace_dir(staging: Path, out: Path) -> None:
 
 
 def _write_archive(staging: Path, out: Path, fmt: str) -> None:
-    from qtool.onnxfile import atomic_path
+    from qtool.modelfile.onnxfile import atomic_path
 
     root = out.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".zip")
     with atomic_path(out) as tmp:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from qtool.data import Dataset, fit_to_input, normalize
+from qtool.data.datasets import Dataset, fit_to_input, normalize
 from qtool.errors import QtoolError
 
 FLOAT_TYPES = {

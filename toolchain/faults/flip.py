@@ -6,7 +6,7 @@ so `cmp -l original flipped` lists exactly the flipped bytes. Which tensors are 
 decided by graph role (weights, biases, quantisation parameters), never by names.
 
 The model stays a bytearray throughout: flipping is XOR at byte offsets found by
-`qtool.locate`, so injection costs microseconds per bit, and campaigns can flip, run and
+`qtool.modelfile.locate`, so injection costs microseconds per bit, and campaigns can flip, run and
 flip back without ever re-serialising the model.
 """
 
@@ -27,7 +27,7 @@ import onnx
 
 from qtool import __version__
 from qtool.errors import QtoolError, WorkFailed
-from qtool.locate import (
+from qtool.modelfile.locate import (
     ITEMSIZE,
     PACKED_4BIT,
     TensorLocation,
@@ -37,7 +37,7 @@ from qtool.locate import (
     tensor_bodies,
     to_flippable,
 )
-from qtool.onnxfile import (
+from qtool.modelfile.onnxfile import (
     check_output_path,
     dtype_name,
     external_data_path,

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
-from qtool.onnxfile import load_model, qtool_metadata
+from qtool.modelfile.onnxfile import load_model, qtool_metadata
 from qtool.runtimes import make_session, resolve_providers
 from qtool.runtimes.energy import (
     MIN_RAPL_WINDOW_S,
@@ -280,7 +280,7 @@ def prepare_sessions(
     """Inputs of every session prepared up front and checked by one run, ready to be timed.
 
     `sessions` holds (label, model path, session, qtool metadata) tuples."""
-    from qtool.evaluate import model_io
+    from qtool.evaluation.evaluate import model_io
 
     rng = np.random.default_rng([seed, batch])
     cache: dict = {}
@@ -393,7 +393,7 @@ def run_bench(
         )
     dataset = None
     if data is not None:
-        from qtool.data import load_dataset
+        from qtool.data.datasets import load_dataset
 
         dataset = load_dataset(data)
         if len(dataset) == 0:
@@ -715,7 +715,7 @@ def plot_bench(result: BenchResult, out: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from qtool.onnxfile import atomic_path
+    from qtool.modelfile.onnxfile import atomic_path
 
     configs = [c for g in result.groups for c in g.configs]
     labels = [

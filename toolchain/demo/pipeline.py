@@ -31,7 +31,7 @@ from typing import Any
 
 from qtool import __version__
 from qtool.errors import QtoolError
-from qtool.onnxfile import write_json
+from qtool.modelfile.onnxfile import write_json
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, info
 
 DEFAULT_OUT = Path("qtool-demo")
@@ -114,7 +114,7 @@ def stage_train(ctx: DemoContext) -> None:
     """Train each model, or reuse a cached checkpoint; copy it into the output folder."""
     from qtool.models import get_spec
     from qtool.models.checkpoint import load_checkpoint
-    from qtool.training import train_zoo_model
+    from qtool.from_torch.train import train_zoo_model
 
     root = ctx.cache_dir or cache_dir()
     for rec in ctx.records.values():
@@ -145,7 +145,7 @@ def stage_train(ctx: DemoContext) -> None:
 
 def stage_export(ctx: DemoContext) -> None:
     """Export each checkpoint to FP32 ONNX with the parity check."""
-    from qtool.export import export_model
+    from qtool.from_torch.export import export_model
 
     for rec in ctx.records.values():
         out = ctx.out_dir / f"{rec.name}.onnx"
@@ -162,9 +162,9 @@ def stage_export(ctx: DemoContext) -> None:
 
 def _evaluate(path: Path, data: str):
     """Test-split accuracy of one ONNX file in ONNX Runtime, as `qtool eval` computes it."""
-    from qtool.data import load_dataset
-    from qtool.evaluate import evaluate_session, model_io
-    from qtool.onnxfile import load_model, qtool_metadata
+    from qtool.data.datasets import load_dataset
+    from qtool.evaluation.evaluate import evaluate_session, model_io
+    from qtool.modelfile.onnxfile import load_model, qtool_metadata
     from qtool.runtimes import make_session
 
     session = make_session(path)
@@ -197,7 +197,7 @@ DEMO_PACKAGE_FLIPS = 3
 
 def stage_quantize(ctx: DemoContext) -> None:
     """Static INT8 with ONNX Runtime, calibrated on the train split, accuracy kept in budget."""
-    from qtool.quantize import BudgetNotMet, quantize_model
+    from qtool.quantization.quantize import BudgetNotMet, quantize_model
 
     for rec in ctx.records.values():
         out = ctx.out_dir / f"{rec.name}.int8.onnx"
@@ -230,7 +230,7 @@ def stage_quantize(ctx: DemoContext) -> None:
 
 def stage_bench(ctx: DemoContext) -> None:
     """FP32 vs INT8 latency (interleaved, 1 thread) and energy per inference."""
-    from qtool.bench import run_bench
+    from qtool.benchmarking.bench import run_bench
 
     for rec in ctx.records.values():
         if "int8" not in rec.paths:
@@ -270,7 +270,7 @@ def stage_bench(ctx: DemoContext) -> None:
 
 def stage_flip(ctx: DemoContext) -> None:
     """Random bit flips in the stored weights: accuracy vs number of flipped bits."""
-    from qtool.campaign import campaign_plot, run_campaign
+    from qtool.faults.campaign import campaign_plot, run_campaign
 
     for name in DEMO_FLIP_MODELS:
         rec = ctx.records.get(name)
@@ -316,7 +316,7 @@ def stage_flip(ctx: DemoContext) -> None:
 
 def stage_targeted(ctx: DemoContext) -> None:
     """Chosen bits (progressive bit search) vs random bits, on the INT8 CNN and MLP."""
-    from qtool.bitsearch import progressive_search
+    from qtool.faults.bitsearch import progressive_search
 
     rows = []
     for name in DEMO_FLIP_MODELS:
@@ -365,10 +365,10 @@ def stage_targeted(ctx: DemoContext) -> None:
 
 def stage_package(ctx: DemoContext) -> None:
     """Bundle the INT8 CNN with ECC; corrupt it with a few flips; verify catches and repairs."""
-    from qtool.bundle import package
-    from qtool.flip import FlipSettings, inject
-    from qtool.locate import to_flippable
-    from qtool.verify import verify
+    from qtool.deploy.bundle import package
+    from qtool.faults.flip import FlipSettings, inject
+    from qtool.modelfile.locate import to_flippable
+    from qtool.deploy.verify import verify
 
     rec = ctx.records.get(DEMO_PACKAGE_MODEL)
     if rec is None or "int8" not in rec.paths:

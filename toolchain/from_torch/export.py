@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from qtool import __version__
-from qtool.data import fit_to_input, load_dataset, normalize
+from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
-from qtool.onnxfile import (
+from qtool.modelfile.onnxfile import (
     check_output_path,
     count_flops,
     save_model,
@@ -67,7 +67,7 @@ def export_model(
     """
     import onnx
 
-    from qtool.exporters.torch_export import (
+    from qtool.exporters.pytorch import (
         DEFAULT_OPSET,
         EXPORTERS,
         check_parity,
@@ -167,7 +167,7 @@ def export_model(
         )
     set_metadata(proto, {"qtool.parity": vars(parity)})
     save_model(proto, out)
-    from qtool.onnxfile import summarize
+    from qtool.modelfile.onnxfile import summarize
 
     summary = summarize(out)
     return ExportReport(

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.bundle import extract_archive, is_archive, read_manifest, safe_member
-from qtool.data import IMAGE_SUFFIXES, _images_to_float, fit_to_input
+from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe_member
+from qtool.data.datasets import IMAGE_SUFFIXES, _images_to_float, fit_to_input
 from qtool.errors import QtoolError, WorkFailed
-from qtool.evaluate import model_io, run_scores
-from qtool.onnxfile import qtool_metadata
+from qtool.evaluation.evaluate import model_io, run_scores
+from qtool.modelfile.onnxfile import qtool_metadata
 from qtool.runtimes import make_session
-from qtool.verify import verify
+from qtool.deploy.verify import verify
 
 
 @dataclass

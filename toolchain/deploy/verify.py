@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtool.bundle import (
+from qtool.deploy.bundle import (
     BLOCK,
     MANIFEST,
     extract_archive,
@@ -22,9 +22,9 @@ from qtool.bundle import (
     read_manifest,
     safe_member,
 )
-from qtool.ecc import EccParams, encode_parity, repair
+from qtool.deploy.ecc import EccParams, encode_parity, repair
 from qtool.errors import QtoolError
-from qtool.onnxfile import atomic_write, sha256_file
+from qtool.modelfile.onnxfile import atomic_write, sha256_file
 
 
 @dataclass
