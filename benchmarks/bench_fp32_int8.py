@@ -20,7 +20,7 @@ from bench_overhead import mlp  # noqa: E402  (same folder: the model both scrip
 
 from qtool.benchmarking.bench import render_bench, run_bench
 from qtool.data.datasets import fit_to_input, load_dataset
-from qtool.modelfile.onnxfile import write_json
+from qtool.outputs import write_json
 from qtool.report import show
 
 

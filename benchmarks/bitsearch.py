@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     show(comparison_table(rows))
     print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
-        from qtool.modelfile.onnxfile import write_json
+        from qtool.outputs import write_json
 
         write_json(args.json, {"rows": rows})
     return 0

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from flip_models import large_mlp  # noqa: E402
 
-from qtool.faults.campaign import prepare_model, run_campaign, run_trial  # noqa: E402
 from qtool.data.datasets import load_dataset  # noqa: E402
+from qtool.faults.campaign import prepare_model, run_campaign, run_trial  # noqa: E402
 from qtool.faults.flip import (  # noqa: E402
     FlipSettings,
     bit_space,

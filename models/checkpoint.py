@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 from qtool.errors import QtoolError
+from qtool.outputs import atomic_write
 
 FORMAT = "qtool-checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
-    """Write a checkpoint atomically (temp file beside `out`, then rename)."""
+    """Write a checkpoint atomically (qtool.outputs: temp file beside `out`, then rename)."""
     import torch
 
     out = Path(out)
@@ -33,15 +32,7 @@ def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
         # (torch.__version__ is a str subclass, numpy floats are not plain floats)
         "config": json.loads(json.dumps(config, default=_plain)),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return atomic_write(out, lambda tmp: torch.save(payload, tmp))
 
 
 def _plain(value: object) -> object:

@@ -17,6 +17,10 @@ from builders import digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
+from qtool.cli import main
+from qtool.data.datasets import load_dataset
+from qtool.errors import QtoolError
+from qtool.evaluation.evaluate import model_io
 from qtool.faults.bitsearch import (
     flipped_values,
     int8_flip,
@@ -24,10 +28,6 @@ from qtool.faults.bitsearch import (
     run_search_command,
     split_data,
 )
-from qtool.cli import main
-from qtool.data.datasets import load_dataset
-from qtool.errors import QtoolError
-from qtool.evaluation.evaluate import model_io
 from qtool.faults.flip import load_manifest, replay
 from qtool.modelfile.onnxfile import initializer_roles, qtool_metadata, sha256_file
 from qtool.runtimes import make_session

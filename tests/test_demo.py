@@ -11,7 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from qtool.cli import main
-from qtool.demo.pipeline import COLUMNS, STAGES, Column, DemoContext, cache_dir, run_demo, summary_table
+from qtool.demo.pipeline import (
+    COLUMNS,
+    STAGES,
+    Column,
+    DemoContext,
+    cache_dir,
+    run_demo,
+    summary_table,
+)
 
 pytest.importorskip("torch")
 
@@ -50,7 +58,9 @@ def test_a_later_stage_adds_a_column(tmp_path, monkeypatch):
         for rec in ctx.records.values():
             rec.results["double_params"] = 2 * rec.results["params"]
 
-    monkeypatch.setattr("qtool.demo.pipeline.COLUMNS", [*COLUMNS, Column("2x params", "double_params")])
+    monkeypatch.setattr(
+        "qtool.demo.pipeline.COLUMNS", [*COLUMNS, Column("2x params", "double_params")]
+    )
     ctx = run_demo(tmp_path / "out", models=MLP_ONLY, stages=[*STAGES[:3], ("x", stage_double)])
     columns, rows = summary_table(ctx)
     assert columns[:2] == ["model", "data"] and columns[-1] == "2x params"

@@ -10,9 +10,10 @@ import pytest
 from click.testing import CliRunner
 from flip_models import digits_cnn, quantized
 
-from qtool.faults.campaign import run_campaign
 from qtool.cli import main
-from qtool.modelfile.onnxfile import sha256_file, to_jsonable
+from qtool.faults.campaign import run_campaign
+from qtool.modelfile.onnxfile import sha256_file
+from qtool.outputs import to_jsonable
 
 
 @pytest.fixture(scope="module")

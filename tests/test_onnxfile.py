@@ -15,8 +15,6 @@ from onnx import TensorProto, helper
 from qtool.cli import main
 from qtool.errors import QtoolError
 from qtool.modelfile.onnxfile import (
-    atomic_write,
-    check_output_path,
     load_model,
     qtool_metadata,
     save_model,
@@ -24,6 +22,7 @@ from qtool.modelfile.onnxfile import (
     sha256_file,
     summarize,
 )
+from qtool.outputs import atomic_write, check_output_path
 
 
 def test_summary_matches_independent_counts(tmp_path):

@@ -18,7 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.modelfile.onnxfile import qtool_metadata, set_metadata, sha256_file
-from qtool.quantization.quantize import BudgetNotMet, cpu_flags, default_reduce_range, quantize_model
+from qtool.quantization.quantize import (
+    BudgetNotMet,
+    cpu_flags,
+    default_reduce_range,
+    quantize_model,
+)
 
 torch = pytest.importorskip("torch")
 

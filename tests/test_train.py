@@ -16,11 +16,11 @@ from qtool.modelfile.onnxfile import sha256_file
 
 torch = pytest.importorskip("torch")
 
+from qtool.from_torch.train import train_zoo_model  # noqa: E402
 from qtool.models import get_spec, list_models  # noqa: E402
 from qtool.models.checkpoint import FORMAT, load_checkpoint, load_state_dict  # noqa: E402
 from qtool.models.trainer import compute_normalization, train  # noqa: E402
 from qtool.models.zoo import LocalSelfAttention  # noqa: E402
-from qtool.from_torch.train import train_zoo_model  # noqa: E402
 
 
 def run(*args: str):

@@ -1,34 +1,23 @@
-"""The `qtool` command: a thin face over the library. Each command lives in qtool.commands.
+"""The `qtool` command: a thin face over the library. Commands load lazily from the registry
+in `qtool.commands`, so `qtool --help` imports none of them.
 
 Failures raised as QtoolError (bad input, exit 2) or WorkFailed (a check failed, exit 1)
-become one line on stderr; `--debug` shows the traceback instead.
+become one line on stderr; a QtoolError naming a `param` is shown with the flag the user
+typed. Click's own usage errors are one line too. `--debug` shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
 import click
 
 from qtool import __version__
+from qtool.commands import COMMANDS
 from qtool.errors import QtoolError, WorkFailed
 from qtool.report import err_console, error_line, set_quiet
-
-COMMAND_MODULES = [
-    "qtool.commands.inspect",
-    "qtool.commands.eval",
-    "qtool.commands.train",
-    "qtool.commands.export",
-    "qtool.commands.demo",
-    "qtool.commands.package",
-    "qtool.commands.verify",
-    "qtool.commands.predict",
-    "qtool.commands.quantize",
-    "qtool.commands.bench",
-    "qtool.commands.flip",
-]
-
 
 # Lazily imported packages of the optional extras -> the extra that installs them. A command
 # that reaches one on a lean server install gets the install line, not a traceback.
@@ -42,8 +31,52 @@ OPTIONAL_MODULES = {
 }
 
 
+def flag_for(command: click.Command | None, param: str | None) -> str | None:
+    """The flag (or METAVAR) a user types for the Python parameter `param` of `command`."""
+    if command is None or param is None:
+        return None
+    for p in command.params:
+        if p.name == param:
+            if isinstance(p, click.Option):
+                longs = [o for o in p.opts if o.startswith("--")]
+                return (longs or p.opts)[0]
+            return p.human_readable_name
+    return None
+
+
 class QtoolGroup(click.Group):
-    """Maps library exceptions to exit codes and one-line messages."""
+    """Lazy command loading, exit codes and one-line messages for every failure."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return COMMANDS.names()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        entry = COMMANDS.get(name)
+        return importlib.import_module(entry.module).command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, entry.short_help) for name, entry in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name or "qtool", complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "qtool"
+            error_line("error", f"{exc.format_message()} (see {where} --help)")
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            error_line("error", exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            err_console.print("aborted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -51,7 +84,9 @@ class QtoolGroup(click.Group):
         except (QtoolError, WorkFailed) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            error_line("error", str(exc))
+            message = str(exc)
+            flag = flag_for(self._invoked(ctx), getattr(exc, "param", None))
+            error_line("error", f"{flag}: {message}" if flag else message)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -77,6 +112,10 @@ class QtoolGroup(click.Group):
                 "(run with qtool --debug ... for the traceback and report it)",
             )
             ctx.exit(1)
+
+    def _invoked(self, ctx: click.Context) -> click.Command | None:
+        name = ctx.invoked_subcommand
+        return self.get_command(ctx, name) if name else None
 
 
 @click.group(cls=QtoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -107,16 +146,5 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     set_quiet(quiet)
 
 
-def _register() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        main.add_command(module.command)
-
-
-_register()
-
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

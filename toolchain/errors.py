@@ -1,7 +1,10 @@
-"""The two ways a qtool command can fail, mapped to exit codes by the CLI.
+"""The ways a qtool call can fail, mapped to exit codes by the CLI.
 
-Library code raises these instead of printing or exiting, so the Python API and the
-shell see the same failure with the same one-line message.
+Library code raises these instead of printing or exiting, so the Python API and the shell
+see the same failure with the same one-line message. The library never spells a CLI flag:
+an error about one argument names it with `param` (the Python parameter name, e.g. "bits"),
+and the CLI turns that into the flag the user typed (`--bits`), as click's
+`BadParameter(param_hint=...)` does.
 """
 
 from __future__ import annotations
@@ -12,8 +15,23 @@ class QtoolError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
 
 class WorkFailed(Exception):
     """The input was fine but the work did not meet its check (exit 1), e.g. a parity check."""
 
     exit_code = 1
+
+
+class MissingExtra(QtoolError):
+    """An optional package is needed for this call; the message gives the install line."""
+
+    def __init__(self, package: str, extra: str, purpose: str = "this"):
+        super().__init__(
+            f"{purpose} needs {package}, which is not installed here: pip install 'qtool[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra

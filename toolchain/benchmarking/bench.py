@@ -715,7 +715,7 @@ def plot_bench(result: BenchResult, out: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from qtool.modelfile.onnxfile import atomic_path
+    from qtool.outputs import atomic_path
 
     configs = [c for g in result.groups for c in g.configs]
     labels = [

@@ -9,7 +9,7 @@ import click
 from qtool.benchmarking.bench import plot_bench, render_bench, require_matplotlib, run_bench
 from qtool.commands.options import force_option, json_option, write_json_report
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import check_output_path
+from qtool.outputs import check_output_path
 from qtool.report import info, show, table
 from qtool.runtimes import available_providers
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE

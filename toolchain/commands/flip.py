@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.data.datasets import SPLITS
+from qtool.errors import QtoolError
 from qtool.faults.campaign import (
     DEFAULT_OPT_LEVEL,
     campaign_plot,
@@ -15,9 +18,6 @@ from qtool.faults.campaign import (
     run_campaign,
     write_csv,
 )
-from qtool.commands.options import force_option, json_option, write_json_report
-from qtool.data.datasets import SPLITS
-from qtool.errors import QtoolError
 from qtool.faults.flip import (
     FAULTS,
     FlipSettings,
@@ -28,7 +28,7 @@ from qtool.faults.flip import (
     replay,
     write_model_files,
 )
-from qtool.modelfile.onnxfile import check_output_path, write_json
+from qtool.outputs import check_output_path, write_json
 from qtool.report import fmt_pct, info, show, table
 
 SHOWN_FLIPS = 20

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.modelfile.onnxfile import check_output_path, write_json
+from qtool.outputs import check_output_path, write_json
 
 
 def json_option(func):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from qtool.deploy.bundle import package
 from qtool.commands.options import force_option, model_argument
+from qtool.deploy.bundle import package
 from qtool.report import fmt_bytes, show, table
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import force_option, json_option, write_json_report
-from qtool.report import fmt_count, fmt_pct, show, table
 from qtool.from_torch.train import train_zoo_model
+from qtool.report import fmt_count, fmt_pct, show, table
 
 ZOO_NAMES = ("cnn", "sasa", "mlp")  # mirrors qtool.models.ZOO; click needs them at import
 

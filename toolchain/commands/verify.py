@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import json_option, write_json_report
-from qtool.report import show, table
 from qtool.deploy.verify import verify
+from qtool.report import show, table
 
 
 @click.command("verify")

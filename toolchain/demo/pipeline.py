@@ -31,7 +31,7 @@ from typing import Any
 
 from qtool import __version__
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import write_json
+from qtool.outputs import write_json
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, info
 
 DEFAULT_OUT = Path("qtool-demo")
@@ -112,9 +112,9 @@ def checkpoint_cache_path(root: Path, spec, data: str, seed: int, epochs: int) -
 
 def stage_train(ctx: DemoContext) -> None:
     """Train each model, or reuse a cached checkpoint; copy it into the output folder."""
+    from qtool.from_torch.train import train_zoo_model
     from qtool.models import get_spec
     from qtool.models.checkpoint import load_checkpoint
-    from qtool.from_torch.train import train_zoo_model
 
     root = ctx.cache_dir or cache_dir()
     for rec in ctx.records.values():
@@ -366,9 +366,9 @@ def stage_targeted(ctx: DemoContext) -> None:
 def stage_package(ctx: DemoContext) -> None:
     """Bundle the INT8 CNN with ECC; corrupt it with a few flips; verify catches and repairs."""
     from qtool.deploy.bundle import package
+    from qtool.deploy.verify import verify
     from qtool.faults.flip import FlipSettings, inject
     from qtool.modelfile.locate import to_flippable
-    from qtool.deploy.verify import verify
 
     rec = ctx.records.get(DEMO_PACKAGE_MODEL)
     if rec is None or "int8" not in rec.paths:

@@ -13,11 +13,9 @@ Every path read from a manifest or an archive is checked to stay inside the bund
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import tarfile
-import tempfile
 import time
 import zipfile
 import zlib
@@ -37,9 +35,9 @@ from qtool.modelfile.onnxfile import (
     load_model,
     qtool_metadata,
     sha256_file,
-    to_jsonable,
     value_spec,
 )
+from qtool.outputs import atomic_path, replace_dir, staging_dir, to_jsonable
 
 FORMAT = "qtool-bundle"
 FORMAT_VERSION = 1
@@ -300,19 +298,15 @@ def package(
     if model_path.exists() and out.exists() and out.resolve() in model_path.resolve().parents:
         raise QtoolError(f"{out} contains the input model; choose another output")
     reports = read_reports(list(report_paths or []))
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staging_dir(out) as staging:
         manifest = build_bundle(
             model_path, staging, ecc=ecc, nsym=nsym, reports=reports, intended_use=intended_use
         )
         manifest_sha = sha256_file(staging / MANIFEST)
         if fmt == "dir":
-            _replace_dir(staging, out)
+            replace_dir(staging, out)
         else:
             _write_archive(staging, out, fmt)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     weights = sum(r["length"] for r in manifest["initializers"])
     return PackageResult(
         out=out,
@@ -325,19 +319,7 @@ def package(
     )
 
 
-def _replace_dir(staging: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, trash / "old")
-    os.replace(staging, out)
-    shutil.rmtree(trash)
-
-
 def _write_archive(staging: Path, out: Path, fmt: str) -> None:
-    from qtool.modelfile.onnxfile import atomic_path
-
     root = out.name.removesuffix(".tar.gz").removesuffix(".tgz").removesuffix(".zip")
     with atomic_path(out) as tmp:
         if fmt == "tar.gz":

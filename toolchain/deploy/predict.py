@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe_member
 from qtool.data.datasets import IMAGE_SUFFIXES, _images_to_float, fit_to_input
+from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe_member
+from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import model_io, run_scores
 from qtool.modelfile.onnxfile import qtool_metadata
 from qtool.runtimes import make_session
-from qtool.deploy.verify import verify
 
 
 @dataclass

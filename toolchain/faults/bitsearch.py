@@ -36,10 +36,10 @@ import numpy as np
 import onnx
 
 from qtool import __version__
-from qtool.faults.campaign import Scores, predict
 from qtool.data.datasets import Dataset, load_dataset, parse_spec
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import ModelIO, model_io
+from qtool.faults.campaign import Scores, predict
 from qtool.faults.flip import (
     MANIFEST_FORMAT,
     ModelFiles,
@@ -51,7 +51,8 @@ from qtool.faults.flip import (
     select_targets,
     write_model_files,
 )
-from qtool.modelfile.onnxfile import check_output_path, dtype_name, qtool_metadata, write_json
+from qtool.modelfile.onnxfile import dtype_name, qtool_metadata
+from qtool.outputs import check_output_path, write_json
 from qtool.report import fmt_pct, info, progress, table
 from qtool.runtimes import make_session
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +35,8 @@ from qtool.modelfile.locate import (
     tensor_bodies,
     to_flippable,
 )
-from qtool.modelfile.onnxfile import (
-    check_output_path,
-    dtype_name,
-    external_data_path,
-    initializer_roles,
-)
+from qtool.modelfile.onnxfile import dtype_name, external_data_path, initializer_roles
+from qtool.outputs import atomic_write, check_output_path
 
 MANIFEST_FORMAT = "qtool-flip-manifest/1"
 TARGETS = {"weights": "weight", "biases": "bias", "qparams": "qparam", "others": "other"}
@@ -684,42 +678,14 @@ def write_model_files(
     for name, buf in files.external.items():
         target = out.parent / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
-            if changed is None or name in changed:
-                Path(tmp).write_bytes(buf)
-            else:
-                shutil.copyfile(files.path.parent / name, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    with open_atomic(out) as fh:
-        fh.write(files.main)
+        if changed is None or name in changed:
+            atomic_write(target, buf)
+        else:
+            atomic_write(
+                target, lambda tmp, name=name: shutil.copyfile(files.path.parent / name, tmp)
+            )
+    atomic_write(out, files.main)
     return out
-
-
-class open_atomic:
-    """`with open_atomic(path) as fh:` writes a temp file renamed over `path` on success."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        self.fh = os.fdopen(fd, "wb")
-        return self.fh
-
-    def __exit__(self, exc_type, exc, tb):
-        self.fh.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        elif os.path.exists(self.tmp):
-            os.unlink(self.tmp)
-        return False
 
 
 # --- replay and undo -------------------------------------------------------------------------

@@ -15,13 +15,8 @@ import numpy as np
 from qtool import __version__
 from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
-from qtool.modelfile.onnxfile import (
-    check_output_path,
-    count_flops,
-    save_model,
-    set_metadata,
-    sha256_file,
-)
+from qtool.modelfile.onnxfile import count_flops, save_model, set_metadata, sha256_file
+from qtool.outputs import check_output_path
 
 PARITY_SAMPLES = 256
 

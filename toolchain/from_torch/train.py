@@ -15,7 +15,7 @@ import numpy as np
 from qtool import __version__
 from qtool.data.datasets import load_dataset, parse_spec
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import check_output_path
+from qtool.outputs import check_output_path
 from qtool.report import progress
 
 

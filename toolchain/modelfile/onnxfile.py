@@ -1,20 +1,17 @@
 """Reading, describing and writing ONNX files, with one clear error per way a file can be bad.
 
-Every command loads models through `load_model` and writes files through `atomic_write` /
-`save_model`, so the rules "inputs are never modified" and "outputs appear whole or not
-at all" live in one place.
+Every command loads models through `load_model` and saves them through `save_model`, which
+writes atomically through `qtool.outputs` (the one place where output rules live).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, numpy_helper
 
 from qtool.errors import QtoolError
+from qtool.outputs import atomic_write, temp_prefix, to_jsonable
 
 METADATA_PREFIX = "qtool."
 TWO_GB = 2**31 - 1
@@ -103,71 +101,6 @@ def _first_line(exc: BaseException) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def check_output_path(out: str | Path, force: bool = False, inputs: tuple = ()) -> Path:
-    """Refuse to overwrite an input, or an existing file without --force."""
-    out = Path(out)
-    for src in inputs:
-        if src is not None and Path(src).exists() and out.exists() and out.samefile(src):
-            raise QtoolError(f"output {out} is the input file; inputs are never overwritten")
-    if out.exists() and not force:
-        raise QtoolError(f"output {out} already exists: choose another path or pass --force")
-    if out.exists() and out.is_dir():
-        raise QtoolError(f"output {out} is a directory; give a file path")
-    if not out.parent.exists():
-        raise QtoolError(f"output folder {out.parent} does not exist: create it first")
-    return out
-
-
-@contextlib.contextmanager
-def atomic_path(out: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `out`; on success rename it over `out`, else delete it."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, out)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write(out: str | Path, data: bytes | str | Callable[[Path], None]) -> Path:
-    """Write bytes, text or whatever `data(path)` writes, atomically."""
-    with atomic_path(out) as tmp:
-        if callable(data):
-            data(tmp)
-        elif isinstance(data, str):
-            tmp.write_text(data)
-        else:
-            tmp.write_bytes(data)
-    return Path(out)
-
-
-def write_json(out: str | Path, payload: dict) -> Path:
-    return atomic_write(out, json.dumps(to_jsonable(payload), indent=2, sort_keys=False) + "\n")
-
-
-def to_jsonable(value):
-    """numpy scalars/arrays and dataclasses to plain JSON types; NaN/Inf become strings."""
-    if hasattr(value, "__dataclass_fields__"):
-        return to_jsonable(asdict(value))
-    if isinstance(value, dict):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return str(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def save_model(model: onnx.ModelProto, out: str | Path, *, external: bool | None = None) -> Path:
     """Save atomically; models over 2 GB (or with external=True) keep weights in OUT.data."""
     out = Path(out)
@@ -176,7 +109,7 @@ def save_model(model: onnx.ModelProto, out: str | Path, *, external: bool | None
     if not external:
         return atomic_write(out, model.SerializeToString())
     location = out.name + ".data"
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmpdir:
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out)) as tmpdir:
         tmp_model = Path(tmpdir) / out.name
         copy = onnx.ModelProto()
         copy.CopyFrom(model)

@@ -34,7 +34,6 @@ from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
 from qtool.modelfile.onnxfile import (
-    check_output_path,
     load_model,
     qtool_metadata,
     read_metadata,
@@ -42,6 +41,7 @@ from qtool.modelfile.onnxfile import (
     set_metadata,
     sha256_file,
 )
+from qtool.outputs import check_output_path
 from qtool.report import info
 from qtool.runtimes import make_session
 
