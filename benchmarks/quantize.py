@@ -24,7 +24,8 @@ from pathlib import Path
 
 from qtool.data.datasets import load_dataset
 from qtool.evaluation.evaluate import model_io
-from qtool.modelfile.onnxfile import load_model, qtool_metadata
+from qtool.modelfile.load import load_model
+from qtool.modelfile.metadata import qtool_metadata
 from qtool.outputs import to_jsonable
 from qtool.quantization.quantize import BudgetNotMet, quantize_model
 from qtool.report import fmt_bytes, show, table

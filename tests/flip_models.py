@@ -14,7 +14,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.data.datasets import load_dataset
-from qtool.modelfile.onnxfile import set_metadata
+from qtool.modelfile.metadata import set_metadata
 
 OPSET = 17
 ONNX_TEST_DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"

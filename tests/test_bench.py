@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from qtool.benchmarking.bench import run_bench
 from qtool.cli import main
-from qtool.modelfile.onnxfile import sha256_file
+from qtool.modelfile.load import sha256_file
 from qtool.runtimes.timing import (
     Contender,
     bootstrap_median_ratio,

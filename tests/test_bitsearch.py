@@ -29,7 +29,9 @@ from qtool.faults.bitsearch import (
     split_data,
 )
 from qtool.faults.flip import load_manifest, replay
-from qtool.modelfile.onnxfile import initializer_roles, qtool_metadata, sha256_file
+from qtool.modelfile.load import sha256_file
+from qtool.modelfile.metadata import qtool_metadata
+from qtool.modelfile.roles import initializer_roles
 from qtool.runtimes import make_session
 
 torch = pytest.importorskip("torch")

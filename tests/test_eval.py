@@ -12,7 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
-from qtool.modelfile.onnxfile import set_metadata, sha256_file
+from qtool.modelfile.load import sha256_file
+from qtool.modelfile.metadata import set_metadata
 
 
 def run(*args):
@@ -115,7 +116,9 @@ def test_bad_usage_exits_2(tmp_path, digits_weights):
     assert result.exit_code == 2 and "do not fit the model input" in result.output
     (tmp_path / "e.json").write_text("{}")
     result = run("eval", path, "--data", "digits", "--json", tmp_path / "e.json")
-    assert result.exit_code == 0, "reports may be rewritten"
+    assert result.exit_code == 2 and "--force" in result.output, "reports follow the output rule"
+    result = run("eval", path, "--data", "digits", "--json", tmp_path / "e.json", "--force")
+    assert result.exit_code == 0
 
 
 def test_cli_basics():

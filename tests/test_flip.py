@@ -27,8 +27,8 @@ from onnx import numpy_helper
 
 from qtool.cli import main
 from qtool.faults.flip import FlipSettings, bit_positions, inject, parse_positions
+from qtool.modelfile.load import sha256_file
 from qtool.modelfile.locate import locate_initializers, to_flippable
-from qtool.modelfile.onnxfile import sha256_file
 
 ROLE = {"weights": "weight", "biases": "bias", "qparams": "qparam"}
 

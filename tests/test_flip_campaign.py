@@ -12,7 +12,7 @@ from flip_models import digits_cnn, quantized
 
 from qtool.cli import main
 from qtool.faults.campaign import run_campaign
-from qtool.modelfile.onnxfile import sha256_file
+from qtool.modelfile.load import sha256_file
 from qtool.outputs import to_jsonable
 
 

@@ -14,7 +14,9 @@ from click.testing import CliRunner
 
 from qtool.cli import main
 from qtool.data.datasets import fit_to_input, load_dataset, normalize
-from qtool.modelfile.onnxfile import load_model, qtool_metadata, sha256_file, summarize
+from qtool.modelfile.load import load_model, sha256_file
+from qtool.modelfile.metadata import qtool_metadata
+from qtool.modelfile.summary import summarize
 
 torch = pytest.importorskip("torch")
 

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.deploy.ecc import EccParams, encode_parity, repair
-from qtool.modelfile.onnxfile import save_model, set_metadata, sha256_file
+from qtool.modelfile.load import sha256_file
+from qtool.modelfile.metadata import set_metadata
+from qtool.modelfile.save import save_model
 
 
 def run(*args):

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
-from qtool.modelfile.onnxfile import qtool_metadata, set_metadata, sha256_file
+from qtool.modelfile.load import sha256_file
+from qtool.modelfile.metadata import qtool_metadata, set_metadata
 from qtool.quantization.quantize import (
     BudgetNotMet,
     cpu_flags,

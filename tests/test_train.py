@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import sha256_file
+from qtool.modelfile.load import sha256_file
 
 torch = pytest.importorskip("torch")
 

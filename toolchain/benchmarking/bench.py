@@ -20,7 +20,8 @@ import numpy as np
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import load_model, qtool_metadata
+from qtool.modelfile.load import load_model
+from qtool.modelfile.metadata import qtool_metadata
 from qtool.runtimes import make_session, resolve_providers
 from qtool.runtimes.energy import (
     MIN_RAPL_WINDOW_S,

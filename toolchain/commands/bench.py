@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from qtool.benchmarking.bench import plot_bench, render_bench, require_matplotlib, run_bench
-from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.errors import QtoolError
-from qtool.outputs import check_output_path
 from qtool.report import info, show, table
 from qtool.runtimes import available_providers
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
@@ -165,11 +164,7 @@ def command(
         return
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
-    outputs = [p for p in (json_path, plot_path) if p is not None]
-    for out in outputs:
-        check_output_path(out, force=force, inputs=models)
-    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
-        raise QtoolError("--json and --plot name the same file; give two paths")
+    check_outputs(force, models, json_path=json_path, plot_path=plot_path)
     if plot_path is not None:
         require_matplotlib()
     result = run_bench(
@@ -191,7 +186,7 @@ def command(
         on_group=lambda label: info(f"measuring {label} ..."),
     )
     show(*render_bench(result))
-    write_json_report(json_path, result, force=force, inputs=models)
+    write_json_report(json_path, result)
     if plot_path is not None:
         plot_bench(result, plot_path)
         info(f"plot written to {plot_path}")

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import json_option, model_argument, write_json_report
+from qtool.commands.options import (
+    check_outputs,
+    force_option,
+    json_option,
+    model_argument,
+    write_json_report,
+)
 from qtool.data.datasets import SPLITS, load_dataset
 from qtool.evaluation.evaluate import evaluate_session, model_io
-from qtool.modelfile.onnxfile import load_model, qtool_metadata
+from qtool.modelfile.load import load_model
+from qtool.modelfile.metadata import qtool_metadata
 from qtool.report import fmt_pct, show, table
 from qtool.runtimes import make_session
 
@@ -31,6 +38,7 @@ from qtool.runtimes import make_session
 )
 @click.option("--provider", "providers", multiple=True, help="Execution provider (default: cpu).")
 @json_option
+@force_option
 def command(
     model,
     data_spec,
@@ -41,6 +49,7 @@ def command(
     positive_class,
     providers,
     json_path: Path | None,
+    force: bool,
 ) -> None:
     """Accuracy, per-class precision/recall and confusion matrix of MODEL on a data set.
 
@@ -53,6 +62,7 @@ def command(
       qtool eval cnn.onnx --data digits
       qtool eval model.onnx --data npz:pathmnist.npz:test --json eval.json
     """
+    check_outputs(force, [model], json_path=json_path)
     proto = load_model(model)
     meta = qtool_metadata(proto)
     session = make_session(model, providers=providers)
@@ -91,4 +101,4 @@ def command(
             [[names[i], *row] for i, row in enumerate(result.confusion)],
         )
     )
-    write_json_report(json_path, {"model": str(model), **vars(result)}, inputs=(model,))
+    write_json_report(json_path, {"model": str(model), **vars(result)})

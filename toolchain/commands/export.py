@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.from_torch.export import export_model
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, show, table
 
@@ -76,6 +76,7 @@ def command(
       qtool export my_net.py:build --input-shape 1,3,32,32 --weights net.pt --out net.onnx
       qtool export mlp --weights mlp.pt --out mlp.onnx --exporter torchscript --opset 17
     """
+    check_outputs(force, [weights], out=out, json_path=json_path)
     report = export_model(
         model,
         out,
@@ -114,4 +115,4 @@ def command(
             ],
         )
     )
-    write_json_report(json_path, vars(report), inputs=(out,))
+    write_json_report(json_path, vars(report))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.data.datasets import SPLITS
 from qtool.errors import QtoolError
 from qtool.faults.campaign import (
@@ -162,6 +162,15 @@ def command(
       qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\
           --until-accuracy 20 --seeds 5 --out attacked.onnx --manifest flips.json
     """
+    check_outputs(
+        force,
+        [*models, apply_path, undo_path],
+        out=out,
+        manifest_path=manifest_path,
+        json_path=json_path,
+        csv_path=csv_path,
+        plot_path=plot_path,
+    )
     budgets = parse_budgets(bits)
     if search is not None:
         from qtool.faults.bitsearch import search_cli
@@ -221,12 +230,10 @@ def command(
             f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
             f"({result.trials_per_second:.1f} trials/s, {workers} worker(s))"
         )
-        write_json_report(json_path, result, inputs=models)
+        write_json_report(json_path, result)
         if csv_path:
-            check_output_path(csv_path, True, models)
             write_csv(result, csv_path)
         if plot_path:
-            check_output_path(plot_path, True, models)
             campaign_plot(result, plot_path)
         return
     if csv_path or plot_path:
@@ -273,7 +280,7 @@ def command(
                 ],
             )
         )
-    write_json_report(json_path, report, inputs=(model,))
+    write_json_report(json_path, report)
 
 
 def _show_flips(manifest: dict) -> None:
@@ -339,5 +346,4 @@ def _replay(model: Path, manifest_file: Path, undo: bool, out: Path, force: bool
             "out": str(out),
             "out_sha256": files.sha256()[""],
         },
-        inputs=(model,),
     )

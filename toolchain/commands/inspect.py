@@ -6,8 +6,14 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import json_option, model_argument, write_json_report
-from qtool.modelfile.onnxfile import summarize
+from qtool.commands.options import (
+    check_outputs,
+    force_option,
+    json_option,
+    model_argument,
+    write_json_report,
+)
+from qtool.modelfile.summary import summarize
 from qtool.report import fmt_bytes, fmt_count, show, table
 
 
@@ -17,13 +23,15 @@ from qtool.report import fmt_bytes, fmt_count, show, table
     "--all-initializers", is_flag=True, help="List every initializer, not the 20 largest."
 )
 @json_option
-def command(model: Path, all_initializers: bool, json_path: Path | None) -> None:
+@force_option
+def command(model: Path, all_initializers: bool, json_path: Path | None, force: bool) -> None:
     """Summarise an ONNX model: inputs, outputs, size, parameters, FLOPs, quantisation.
 
     \b
     Example:
       qtool inspect model.int8.onnx --json summary.json
     """
+    check_outputs(force, [model], json_path=json_path)
     s = summarize(model)
     show(
         table(
@@ -58,7 +66,7 @@ def command(model: Path, all_initializers: bool, json_path: Path | None) -> None
     )
     if s.metadata:
         show(table("metadata", ["key", "value"], [[k, _short(v)] for k, v in s.metadata.items()]))
-    write_json_report(json_path, s, inputs=(model,))
+    write_json_report(json_path, s)
 
 
 def _shape(shape: list) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.deploy.predict import predict_bundle
 from qtool.report import show, table
 
@@ -15,7 +15,8 @@ from qtool.report import show, table
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @json_option
-def command(bundle: Path, inputs: tuple[Path, ...], json_path) -> None:
+@force_option
+def command(bundle: Path, inputs: tuple[Path, ...], json_path, force: bool) -> None:
     """Verify BUNDLE, then print class and probability for each INPUT (images or an .npz).
 
     A bundle whose bytes differ from its manifest is refused (exit 1).
@@ -25,6 +26,7 @@ def command(bundle: Path, inputs: tuple[Path, ...], json_path) -> None:
       qtool predict bundle/ scan1.png scan2.png
       qtool predict bundle.tar.gz samples.npz --json predictions.json
     """
+    check_outputs(force, [bundle, *inputs], json_path=json_path)
     predictions, info = predict_bundle(bundle, list(inputs))
     show(
         table(
@@ -36,5 +38,4 @@ def command(bundle: Path, inputs: tuple[Path, ...], json_path) -> None:
     write_json_report(
         json_path,
         {"bundle": str(bundle), **info, "predictions": predictions},
-        inputs=(bundle, *inputs),
     )

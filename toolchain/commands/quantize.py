@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import force_option, json_option, model_argument, write_json_report
+from qtool.commands.options import (
+    check_outputs,
+    force_option,
+    json_option,
+    model_argument,
+    write_json_report,
+)
 from qtool.quantization.quantize import (
     FORMATS,
     INT8_TYPES,
@@ -160,6 +166,7 @@ def command(
       qtool quantize cnn.onnx --calib digits --out cnn.int8.onnx --max-accuracy-drop 0.5
       qtool quantize resnet50.onnx --input data --calib npz:images.npz --out r50.int8.onnx
     """
+    check_outputs(force, [model], out=out, json_path=json_path)
     options = dict(
         samples=samples, method=method, fmt=fmt, per_channel=not per_tensor,
         activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
@@ -172,10 +179,10 @@ def command(
         report = quantize_model(model, out, calib, **options)
     except BudgetNotMet as exc:
         show_report(exc.report)
-        write_json_report(json_path, exc.report.to_dict(), inputs=(model,))
+        write_json_report(json_path, exc.report.to_dict())
         raise
     show_report(report)
-    write_json_report(json_path, report.to_dict(), inputs=(model, out))
+    write_json_report(json_path, report.to_dict())
 
 
 def show_report(r: QuantizeReport) -> None:

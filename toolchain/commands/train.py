@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import force_option, json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.from_torch.train import train_zoo_model
 from qtool.report import fmt_count, fmt_pct, show, table
 
@@ -46,6 +46,7 @@ def command(model_name, data_spec, out, epochs, seed, force, json_path) -> None:
       qtool train sasa --data digits --epochs 20 --seed 1 --out sasa.pt
       qtool train mlp --data breast-cancer --out mlp.pt
     """
+    check_outputs(force, [], out=out, json_path=json_path)
     report = train_zoo_model(model_name, data_spec, out, epochs=epochs, seed=seed, force=force)
     show(
         table(
@@ -65,4 +66,4 @@ def command(model_name, data_spec, out, epochs, seed, force, json_path) -> None:
             ],
         )
     )
-    write_json_report(json_path, vars(report), inputs=(out,))
+    write_json_report(json_path, vars(report))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import json_option, write_json_report
+from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
 from qtool.deploy.verify import verify
 from qtool.report import show, table
 
@@ -20,7 +20,8 @@ from qtool.report import show, table
     help="Also require manifest.json to have this sha256 (printed by package).",
 )
 @json_option
-def command(bundle: Path, repair: bool, manifest_sha256: str | None, json_path) -> None:
+@force_option
+def command(bundle: Path, repair: bool, manifest_sha256: str | None, json_path, force) -> None:
     """Check every file, tensor and 4 KiB block of BUNDLE against its manifest.
 
     Exit 0 when intact (or fully repaired), 1 when anything changed, 2 on bad input.
@@ -30,10 +31,9 @@ def command(bundle: Path, repair: bool, manifest_sha256: str | None, json_path) 
       qtool verify bundle/
       qtool verify bundle/ --repair
     """
+    check_outputs(force, [bundle], json_path=json_path)
     result = verify(bundle, do_repair=repair, expect_manifest_sha256=manifest_sha256)
-    write_json_report(
-        json_path, {**vars(result), "changed_bytes": result.changed_bytes}, inputs=(bundle,)
-    )
+    write_json_report(json_path, {**vars(result), "changed_bytes": result.changed_bytes})
     if result.intact and not result.repaired:
         show(f"OK: {bundle} is intact ({result.files_checked} files match manifest.json)")
         return

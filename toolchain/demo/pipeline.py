@@ -164,7 +164,8 @@ def _evaluate(path: Path, data: str):
     """Test-split accuracy of one ONNX file in ONNX Runtime, as `qtool eval` computes it."""
     from qtool.data.datasets import load_dataset
     from qtool.evaluation.evaluate import evaluate_session, model_io
-    from qtool.modelfile.onnxfile import load_model, qtool_metadata
+    from qtool.modelfile.load import load_model
+    from qtool.modelfile.metadata import qtool_metadata
     from qtool.runtimes import make_session
 
     session = make_session(path)

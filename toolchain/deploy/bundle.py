@@ -27,16 +27,11 @@ import onnx
 from qtool import __version__
 from qtool.deploy.ecc import EccParams, encode_parity
 from qtool.errors import QtoolError
+from qtool.modelfile.load import load_model, sha256_file
 from qtool.modelfile.locate import locate_initializers
-from qtool.modelfile.onnxfile import (
-    dtype_name,
-    graph_inputs,
-    initializer_roles,
-    load_model,
-    qtool_metadata,
-    sha256_file,
-    value_spec,
-)
+from qtool.modelfile.metadata import qtool_metadata
+from qtool.modelfile.roles import initializer_roles
+from qtool.modelfile.summary import dtype_name, graph_inputs, value_spec
 from qtool.outputs import atomic_path, replace_dir, staging_dir, to_jsonable
 
 FORMAT = "qtool-bundle"

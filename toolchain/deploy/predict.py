@@ -18,7 +18,7 @@ from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe
 from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import model_io, run_scores
-from qtool.modelfile.onnxfile import qtool_metadata
+from qtool.modelfile.metadata import qtool_metadata
 from qtool.runtimes import make_session
 
 

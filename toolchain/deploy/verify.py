@@ -24,7 +24,7 @@ from qtool.deploy.bundle import (
 )
 from qtool.deploy.ecc import EccParams, encode_parity, repair
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import sha256_file
+from qtool.modelfile.load import sha256_file
 from qtool.outputs import atomic_write
 
 

@@ -51,7 +51,8 @@ from qtool.faults.flip import (
     select_targets,
     write_model_files,
 )
-from qtool.modelfile.onnxfile import dtype_name, qtool_metadata
+from qtool.modelfile.metadata import qtool_metadata
+from qtool.modelfile.summary import dtype_name
 from qtool.outputs import check_output_path, write_json
 from qtool.report import fmt_pct, info, progress, table
 from qtool.runtimes import make_session
@@ -906,9 +907,7 @@ def search_cli(
                 ]
             )
         show(table(f"{seeds} attack batches (seeds {seed}..{seed + seeds - 1})", ["", ""], rows))
-    write_json_report(
-        json_path, {"search": result.summary(), "seeds_summary": summary}, inputs=(model,)
-    )
+    write_json_report(json_path, {"search": result.summary(), "seeds_summary": summary})
 
 
 def search_table(result: SearchResult):

@@ -35,7 +35,7 @@ from qtool.faults.flip import (
     select_targets,
     xor_flips,
 )
-from qtool.modelfile.onnxfile import qtool_metadata
+from qtool.modelfile.metadata import qtool_metadata
 from qtool.outputs import atomic_path, atomic_write
 from qtool.report import fmt_pct, progress, table
 from qtool.runtimes import make_session

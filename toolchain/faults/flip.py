@@ -25,6 +25,7 @@ import onnx
 
 from qtool import __version__
 from qtool.errors import QtoolError, WorkFailed
+from qtool.modelfile.load import external_data_path
 from qtool.modelfile.locate import (
     ITEMSIZE,
     PACKED_4BIT,
@@ -35,7 +36,8 @@ from qtool.modelfile.locate import (
     tensor_bodies,
     to_flippable,
 )
-from qtool.modelfile.onnxfile import dtype_name, external_data_path, initializer_roles
+from qtool.modelfile.roles import initializer_roles
+from qtool.modelfile.summary import dtype_name
 from qtool.outputs import atomic_write, check_output_path
 
 MANIFEST_FORMAT = "qtool-flip-manifest/1"

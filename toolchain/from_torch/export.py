@@ -15,7 +15,10 @@ import numpy as np
 from qtool import __version__
 from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
-from qtool.modelfile.onnxfile import count_flops, save_model, set_metadata, sha256_file
+from qtool.modelfile.load import sha256_file
+from qtool.modelfile.metadata import set_metadata
+from qtool.modelfile.save import save_model
+from qtool.modelfile.summary import count_flops
 from qtool.outputs import check_output_path
 
 PARITY_SAMPLES = 256
@@ -162,7 +165,7 @@ def export_model(
         )
     set_metadata(proto, {"qtool.parity": vars(parity)})
     save_model(proto, out)
-    from qtool.modelfile.onnxfile import summarize
+    from qtool.modelfile.summary import summarize
 
     summary = summarize(out)
     return ExportReport(

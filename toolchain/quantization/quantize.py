@@ -33,14 +33,9 @@ import onnxruntime as ort
 from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
-from qtool.modelfile.onnxfile import (
-    load_model,
-    qtool_metadata,
-    read_metadata,
-    save_model,
-    set_metadata,
-    sha256_file,
-)
+from qtool.modelfile.load import load_model, sha256_file
+from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
+from qtool.modelfile.save import save_model
 from qtool.outputs import check_output_path
 from qtool.report import info
 from qtool.runtimes import make_session
@@ -149,7 +144,7 @@ class FallbackStep:
 
 @dataclass
 class QuantizeReport:
-    """Everything `qtool quantize` measured; JSON-able with qtool.onnxfile.to_jsonable."""
+    """Everything `qtool quantize` measured; JSON-able with qtool.outputs.to_jsonable."""
 
     source: str
     output: str | None
@@ -674,7 +669,7 @@ def _init_bytes(model: onnx.ModelProto) -> int:
 
 
 def _size(path: Path) -> int:
-    from qtool.modelfile.onnxfile import file_size
+    from qtool.modelfile.load import file_size
 
     try:
         return int(file_size(path))

@@ -14,14 +14,10 @@ from onnx import TensorProto, helper
 
 from qtool.cli import main
 from qtool.errors import QtoolError
-from qtool.modelfile.onnxfile import (
-    load_model,
-    qtool_metadata,
-    save_model,
-    set_metadata,
-    sha256_file,
-    summarize,
-)
+from qtool.modelfile.load import load_model, sha256_file
+from qtool.modelfile.metadata import qtool_metadata, set_metadata
+from qtool.modelfile.save import save_model
+from qtool.modelfile.summary import summarize
 from qtool.outputs import atomic_write, check_output_path
 
 

@@ -1,0 +1,187 @@
+"""What an ONNX file holds: inputs, outputs, size, parameters, FLOPs, quantisation, ops."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, numpy_helper
+
+from qtool.modelfile.load import file_size, load_model
+from qtool.modelfile.metadata import read_metadata
+from qtool.modelfile.roles import initializer_roles
+
+QOPERATOR_OPS = {
+    "QLinearConv",
+    "QLinearMatMul",
+    "QGemm",
+    "MatMulInteger",
+    "ConvInteger",
+    "QLinearAdd",
+    "QLinearMul",
+    "DynamicQuantizeMatMul",
+}
+
+
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+
+
+@dataclass
+class ValueSpec:
+    name: str
+    dtype: str
+    shape: list
+
+
+@dataclass
+class InitializerInfo:
+    name: str
+    dtype: str
+    shape: list[int]
+    bytes: int
+    role: str
+
+
+@dataclass
+class ModelSummary:
+    path: str
+    file_bytes: int
+    ir_version: int
+    opset: int
+    producer: str
+    inputs: list[ValueSpec]
+    outputs: list[ValueSpec]
+    parameters: int
+    flops: int
+    quantization: str  # "QDQ", "QOperator" or "none"
+    op_histogram: dict[str, int]
+    initializers: list[InitializerInfo] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def dtype_name(elem_type: int) -> str:
+    return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def value_spec(value: onnx.ValueInfoProto) -> ValueSpec:
+    tensor = value.type.tensor_type
+    if not value.type.HasField("tensor_type"):
+        return ValueSpec(value.name, value.type.WhichOneof("value") or "unknown", [])
+    shape = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim
+    ]
+    return ValueSpec(value.name, dtype_name(tensor.elem_type), shape)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[ValueSpec]:
+    """Real inputs: graph inputs that are not also initializers (old exporters list both)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [value_spec(v) for v in model.graph.input if v.name not in inits]
+
+
+def quantization_kind(model: onnx.ModelProto) -> str:
+    ops = {n.op_type for n in model.graph.node}
+    if ops & QOPERATOR_OPS:
+        return "QOperator"
+    if ops & QDQ_OPS:
+        return "QDQ"
+    return "none"
+
+
+def summarize(path: str | Path, model: onnx.ModelProto | None = None) -> ModelSummary:
+    path = Path(path)
+    model = model if model is not None else load_model(path)
+    graph = model.graph
+    roles = initializer_roles(graph)
+    inits = [
+        InitializerInfo(
+            t.name,
+            dtype_name(t.data_type),
+            list(t.dims),
+            _stored_bytes(t),
+            roles.get(t.name, "other"),
+        )
+        for t in graph.initializer
+    ]
+    parameters = sum(int(np.prod(i.shape, dtype=np.int64)) for i in inits if i.role != "qparam")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return ModelSummary(
+        path=str(path),
+        file_bytes=file_size(path),
+        ir_version=model.ir_version,
+        opset=opset,
+        producer=f"{model.producer_name} {model.producer_version}".strip(),
+        inputs=graph_inputs(model),
+        outputs=[value_spec(v) for v in graph.output],
+        parameters=parameters,
+        flops=count_flops(model),
+        quantization=quantization_kind(model),
+        op_histogram=dict(Counter(n.op_type for n in graph.node).most_common()),
+        initializers=inits,
+        metadata=read_metadata(model),
+    )
+
+
+def _stored_bytes(t: onnx.TensorProto) -> int:
+    if external_data_helper.uses_external_data(t):
+        info = external_data_helper.ExternalDataInfo(t)
+        if info.length:
+            return int(info.length)
+    if t.raw_data:
+        return len(t.raw_data)
+    return int(numpy_helper.to_array(t).nbytes) if t.dims or t.data_type else 0
+
+
+def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+    """Multiply-adds x2 of Conv/Gemm/MatMul (and their quantised forms, and Mul->ReduceSum
+    dot products) for one batch.
+
+    Uses ONNX shape inference; symbolic dims count as `batch`. Ops whose shapes cannot be
+    inferred are skipped rather than guessed.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # shape inference is best-effort on third-party models
+        inferred = model
+    shapes: dict[str, list[int]] = {}
+    graph = inferred.graph
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = [
+                d.dim_value if d.HasField("dim_value") else batch
+                for d in value.type.tensor_type.shape.dim
+            ]
+    for t in graph.initializer:
+        shapes[t.name] = list(t.dims)
+    dq_source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    for out, src in dq_source.items():
+        if out not in shapes and src in shapes:
+            shapes[out] = shapes[src]
+    # Mul feeding ReduceSum is a dot product written out (e.g. local self-attention exported
+    # without MatMul): count its multiply-adds like a MatMul's.
+    reduce_sum_inputs = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
+    total = 0
+    for node in graph.node:
+        op = node.op_type
+        if op == "Mul" and node.output[0] in reduce_sum_inputs and node.output[0] in shapes:
+            total += 2 * int(np.prod(shapes[node.output[0]]))
+            continue
+        try:
+            if op in ("Conv", "ConvInteger", "QLinearConv"):
+                w_name = node.input[3] if op == "QLinearConv" else node.input[1]
+                w, y = shapes[w_name], shapes[node.output[0]]
+                total += 2 * int(np.prod(y)) * int(np.prod(w[1:]))
+            elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
+                a_name = node.input[0]
+                y = shapes[node.output[0]]
+                a = shapes[a_name]
+                k = a[-1]
+                if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
+                    k = a[0]
+                total += 2 * int(np.prod(y)) * int(k)
+        except (KeyError, IndexError):
+            continue
+    return total
