@@ -27,16 +27,17 @@ import onnxruntime as ort
 from qtool.errors import QtoolError
 from qtool.registry import Registry
 
-BUILT_IN = "built into onnxruntime"
-PLUGIN = "plugin library"
-SESSION_THREADS = "SessionOptions.intra_op_num_threads (inter-op threads pinned to 1)"
+BUILT_IN = "built in"  # part of the onnxruntime wheel, listed by get_available_providers()
+PLUGIN = "plugin"  # a library registered with register_execution_provider_library
+SESSION_THREADS = "session intra_op_num_threads"
 GENERIC_PRECISION = (
     "not recorded by qtool: the provider's own kernels; ops it does not take fall back to "
     "the CPU provider"
 )
-# Providers onnxruntime can be built with that do not run on a CPU server, by why not.
+# Providers onnxruntime can be built with that do not run on a CPU server, by why not: qtool
+# targets CPU servers, so these are listed and never used.
 OUT_OF_SCOPE = {
-    "GPU provider: out of scope (qtool targets CPU servers)": (
+    "out of scope: GPU": (
         "CUDA",
         "Tensorrt",
         "NvTensorRTRTX",
@@ -45,7 +46,7 @@ OUT_OF_SCOPE = {
         "Dml",
         "WebGpu",
     ),
-    "NPU, mobile or browser provider: out of scope (qtool targets CPU servers)": (
+    "out of scope: NPU, mobile or browser": (
         "QNN",
         "Nnapi",
         "CoreML",
@@ -57,7 +58,7 @@ OUT_OF_SCOPE = {
         "Js",
         "WebNN",
     ),
-    "runs remote Azure endpoints, not local inference: out of scope": ("Azure",),
+    "out of scope: runs remote Azure endpoints": ("Azure",),
 }
 
 
@@ -126,7 +127,7 @@ class ProviderSpec:
         if self.plugin is None:
             if self.ort_name in ort.get_available_providers():
                 return None
-            return f"not part of the installed onnxruntime {ort.__version__} build"
+            return f"not in this onnxruntime build ({ort.__version__})"
         try:
             found = self.plugin.devices(self.ort_name)
         except ImportError:

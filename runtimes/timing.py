@@ -11,13 +11,14 @@ separately, over windows of back-to-back calls (qtool.runtimes.energy).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 PERCENTILE_METHOD = "linear"  # numpy's default: interpolate between closest ranks
 TIMER = "time.perf_counter_ns around the inference call only"
+BINS_PER_DECADE = 20  # histogram bins 12 % wide: finer than run-to-run noise of a latency
 
 
 @dataclass
@@ -59,6 +60,33 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, items_per_call: int = 
         items_per_call=int(items_per_call),
         throughput_items_per_s=float(items_per_call / (mean / 1e3)) if mean > 0 else float("inf"),
     )
+
+
+@dataclass
+class LatencyHistogram:
+    """Latency counts in log-spaced bins on one grid fixed to the decades, so histograms of
+    different models and runs line up bin for bin; bin i holds edges_ms[i] <= t < edges_ms[i+1].
+
+    Kept instead of every sample: a few hundred bytes whatever the run length."""
+
+    edges_ms: list[float]
+    counts: list[int]
+    bins_per_decade: int
+    grid: str = "edges 10 ** (k / bins_per_decade) ms for integer k"
+
+
+def latency_histogram(
+    samples_ns: Sequence[int] | np.ndarray, bins_per_decade: int = BINS_PER_DECADE
+) -> LatencyHistogram:
+    """Counts of latencies (nanoseconds) per log-spaced bin, spanning just the samples."""
+    ms = np.maximum(np.asarray(samples_ns, dtype=np.float64) / 1e6, 1e-6)  # >= 1 ns
+    if ms.size == 0:
+        raise ValueError("no latency samples to summarise")
+    k = np.floor(np.log10(ms) * bins_per_decade).astype(np.int64)
+    lo, hi = int(k.min()), int(k.max())
+    counts = np.bincount(k - lo, minlength=hi - lo + 1)
+    edges = [float(f"{10 ** (i / bins_per_decade):.6g}") for i in range(lo, hi + 2)]
+    return LatencyHistogram(edges, counts.tolist(), int(bins_per_decade))
 
 
 @dataclass
@@ -144,6 +172,16 @@ class InterleavedRun:
     extra: dict = field(default_factory=dict)
 
 
+def round_orders(n: int, seed: int) -> Iterator[list[int]]:
+    """The order of contenders in each round, warm-up rounds first: a seeded permutation per
+    round (numpy default_rng). `measure_interleaved` draws from this stream, so the order of a
+    run is recorded by its seed: `list(islice(round_orders(n, seed), warmup, warmup + rounds))`
+    gives it again."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield [0] if n == 1 else rng.permutation(n).tolist()
+
+
 def measure_interleaved(
     contenders: Sequence[Contender],
     runs: int | None = None,
@@ -164,19 +202,14 @@ def measure_interleaved(
         raise ValueError("give runs or seconds")
     if runs is not None and runs < 1:
         raise ValueError("runs must be >= 1")
-    n = len(contenders)
-    rng = np.random.default_rng(seed)
+    orders_of = round_orders(len(contenders), seed)
     fns = [c.call for c in contenders]
     argss = [c.args for c in contenders]
-
-    def next_order() -> list[int]:
-        return [0] if n == 1 else rng.permutation(n).tolist()
-
     for _ in range(warmup):
-        for i in next_order():
+        for i in next(orders_of):
             fns[i](*argss[i])
 
-    lat: list[list[int]] = [[] for _ in range(n)]
+    lat: list[list[int]] = [[] for _ in contenders]
     orders: list[list[int]] = []
     perf = time.perf_counter_ns
     deadline = None if seconds is None else perf() + int(seconds * 1e9)
@@ -187,7 +220,7 @@ def measure_interleaved(
             break
         if deadline is not None and runs is None and done >= min_rounds and perf() >= deadline:
             break
-        order = next_order()
+        order = next(orders_of)
         for i in order:
             fn, args = fns[i], argss[i]
             t0 = perf()

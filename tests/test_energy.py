@@ -14,8 +14,9 @@ import pytest
 from builders import conv_model, save
 from click.testing import CliRunner
 
-from qtool.benchmarking.bench import render_bench, run_bench
+from qtool.benchmarking import BenchPlan, run_bench
 from qtool.cli import main
+from qtool.commands.bench_views import render_bench
 from qtool.runtimes.energy import (
     POWERCAP_ROOT_ENV,
     RaplError,
@@ -239,8 +240,7 @@ def test_bench_with_rapl_on_a_fake_tree(tmp_path):
     meter = FakeMeter(root, 10.0, max_range)
     meter.start()
     try:
-        result = run_bench(
-            [model, model],
+        plan = BenchPlan(
             runs=5,
             warmup=1,
             energy="rapl",
@@ -248,8 +248,9 @@ def test_bench_with_rapl_on_a_fake_tree(tmp_path):
             energy_window_s=0.2,
             energy_rounds=2,
             idle_seconds=0.2,
-            _allow_short=True,
+            allow_short_rapl_windows=True,
         )
+        result = run_bench([model, model], plan)
     finally:
         meter.stop.set()
         meter.join()
@@ -270,7 +271,9 @@ def test_rapl_windows_shorter_than_a_second_are_refused(tmp_path):
     root = fake_tree(tmp_path / "p")
     model = save(conv_model(0), tmp_path / "m.onnx")
     with pytest.raises(RaplError.__mro__[1], match=">= 1 s"):
-        run_bench([model], runs=3, energy="rapl", powercap_root=root, energy_window_s=0.1)
+        run_bench(
+            [model], BenchPlan(runs=3, energy="rapl", powercap_root=root, energy_window_s=0.1)
+        )
 
 
 def test_estimate_is_labelled_with_its_formula(tmp_path):
