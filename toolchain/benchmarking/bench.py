@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -39,6 +40,7 @@ from qtool.runtimes.energy import (
     MIN_RAPL_WINDOW_S,
     EnergyPlan,
     EnergyWindow,
+    IdlePower,
     choose_energy,
     energy_windows,
     measure_idle,
@@ -46,6 +48,9 @@ from qtool.runtimes.energy import (
 from qtool.runtimes.providers import ProviderSpec, provider_specs
 from qtool.runtimes.session import make_session
 from qtool.runtimes.timing import TIMER, InterleavedRun, measure_interleaved
+
+if TYPE_CHECKING:
+    from qtool.data.datasets import Dataset
 
 
 @dataclass
@@ -65,7 +70,7 @@ class _Measured:
 def run_bench(
     models: Sequence[str | Path],
     plan: BenchPlan | None = None,
-    data=None,
+    data: str | Dataset | None = None,
     on_group: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure every model in every (provider, threads, batch) configuration of the plan.
@@ -106,8 +111,9 @@ def run_bench(
         timer=TIMER,
         environment=environment(),
         notes=[
-            "models measured interleaved round by round in a seeded random order (recorded "
-            "per configuration in `order`), so drift hits all alike",
+            "models measured interleaved round by round in a seeded random order, so drift "
+            "hits all alike; each configuration's `order_summary` records it (the seed "
+            "regenerates it, a sha256 checks it; every round in `order` with raw samples)",
             SPINNING_NOTE[plan.spinning],
             f"latency: {TIMER} (session.run on inputs prepared before timing)",
             info["formula"],
@@ -116,7 +122,7 @@ def run_bench(
     )
 
 
-def _load_data(data):
+def _load_data(data: str | Dataset | None) -> Dataset | None:
     """A data set from its spec (or as given), refusing an empty one."""
     if data is None or not isinstance(data, str):
         dataset = data
@@ -129,7 +135,7 @@ def _load_data(data):
     return dataset
 
 
-def _data_spec(data, dataset) -> str | None:
+def _data_spec(data: str | Dataset | None, dataset: Dataset | None) -> str | None:
     return data if isinstance(data, str) or data is None else dataset.spec
 
 
@@ -168,7 +174,7 @@ def _measure_group(
     sessions: list[BenchModel],
     plan: BenchPlan,
     energy: EnergyPlan,
-    dataset,
+    dataset: Dataset | None,
     on_group: Callable[[str], None] | None,
 ) -> _Measured:
     """Latency rounds of one configuration, then its energy windows."""
@@ -191,7 +197,9 @@ def _measure_group(
     return _Measured(spec, threads, batch, models, inputs, raw, windows, order)
 
 
-def _group_result(m: _Measured, plan: BenchPlan, energy: EnergyPlan, idle) -> GroupResult:
+def _group_result(
+    m: _Measured, plan: BenchPlan, energy: EnergyPlan, idle: IdlePower | None
+) -> GroupResult:
     """Summaries, energy and ratios of one measured configuration."""
     key = (m.spec.ort_name, m.threads, m.batch)
     configs = [
