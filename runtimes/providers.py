@@ -249,10 +249,18 @@ def provider_spec(name: str, *, param: str | None = "providers") -> ProviderSpec
 
 
 def _choices(asked: str) -> str:
+    """The usable providers, and the CPU ones this install lacks (out-of-scope ones are
+    never usable, so they are left to the provider list)."""
     rows = list_providers()
     usable = ", ".join(f"{r.spec.name} ({r.spec.ort_name})" for r in rows if r.usable)
-    other = ", ".join(r.spec.name for r in rows if not r.usable and r.spec.name != asked)
-    return f"usable here: {usable}; known but not usable here: {other}"
+    missing = [
+        r.spec.name
+        for r in rows
+        if not r.usable and not r.spec.out_of_scope and r.spec.name != asked
+    ]
+    return f"usable here: {usable}" + (
+        f"; CPU providers not usable here: {', '.join(missing)}" if missing else ""
+    )
 
 
 def provider_specs(

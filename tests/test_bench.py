@@ -243,6 +243,7 @@ def test_int_and_bool_inputs_are_fed(tmp_path):
 def test_bad_usage_exit_2(models, tmp_path):
     fp32, _ = models
     assert_clean_exit2(run("bench", fp32, "--runs", "5", "--seconds", "1"), "not both")
-    assert_clean_exit2(run("bench", fp32, "--batch", "0", *FAST), "--batch", "integers >= 1")
+    assert_clean_exit2(run("bench", fp32, "--batch", "0", *FAST), "--batch:", "integers >= 1")
+    assert_clean_exit2(run("bench", fp32, "--threads", "1,x", *FAST), "--threads:", "'1,x'")
     assert_clean_exit2(run("bench", tmp_path / "missing.onnx", *FAST), "missing.onnx")
     assert_clean_exit2(run("bench"), "at least one MODEL")

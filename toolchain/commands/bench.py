@@ -182,7 +182,7 @@ def command(
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
     plan = BenchPlan(
-        batches=int_list(batches, "batches"),
+        batches=int_list(batches, "batch"),
         threads=int_list(threads, "threads"),
         providers=split_list(providers) or ["cpu"],
         runs=runs,
