@@ -109,3 +109,17 @@ def test_histograms_of_different_runs_share_the_grid():
     assert one.counts == [1] and one.edges_ms[0] <= 1.0 < one.edges_ms[1]
     with pytest.raises(ValueError):
         latency_histogram([])
+
+
+def test_every_arity_is_called_with_its_arguments():
+    calls: list[tuple] = []
+    contenders = [
+        Contender("none", lambda: calls.append(())),
+        Contender("one", lambda a: calls.append((a,)), (1,)),
+        Contender("two", lambda a, b: calls.append((a, b)), (1, 2)),  # the session.run shape
+        Contender("three", lambda a, b, c: calls.append((a, b, c)), (1, 2, 3)),
+    ]
+    raw = measure_interleaved(contenders, runs=3, warmup=1, seed=0)
+    assert sorted(calls) == sorted([(), (1,), (1, 2), (1, 2, 3)] * 4)
+    assert [len(lat) for lat in raw.latencies_ns] == [3, 3, 3, 3]
+    assert all(t >= 0 for lat in raw.latencies_ns for t in lat)
