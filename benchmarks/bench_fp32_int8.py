@@ -3,7 +3,7 @@
 The model is built with onnx.helper (784 -> 1024 -> 1024 -> 10 Gemm + Relu, random weights:
 latency does not depend on the weights' values), calibrated on 64 real digits images resized to
 28x28 by qtool's data path, and quantised to QDQ INT8 (per-channel weights). Both files are
-then measured interleaved by qtool.bench.run_bench and the table is printed.
+then measured interleaved by qtool.benchmarking.run_bench and the table is printed.
 
 Run: python benchmarks/bench_fp32_int8.py [--seconds 3] [--batch 1,32] [--json out.json]
 """
@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 from bench_overhead import mlp  # noqa: E402  (same folder: the model both scripts time)
 
-from qtool.benchmarking.bench import render_bench, run_bench
+from qtool.benchmarking import BenchPlan, run_bench
+from qtool.commands.bench_views import render_bench
 from qtool.data.datasets import fit_to_input, load_dataset
 from qtool.outputs import write_json
 from qtool.report import show
@@ -63,14 +64,13 @@ def main() -> None:
         onnx.save(mlp([784, 1024, 1024, 10], args.seed, image=(1, 28, 28)), str(fp32))
         images = load_dataset("digits:train").take(64, seed=args.seed).x
         quantize(fp32, int8, fit_to_input(images, ["N", 1, 28, 28]))
-        result = run_bench(
-            [fp32, int8],
-            batches=args.batch,
-            threads=args.threads,
+        plan = BenchPlan(
+            batches=[int(b) for b in args.batch.split(",")],
+            threads=[int(t) for t in args.threads.split(",")],
             seconds=args.seconds,
-            data="digits",
             seed=args.seed,
         )
+        result = run_bench([fp32, int8], plan, data="digits")
     show(*render_bench(result))
     if args.json:
         write_json(args.json, result)

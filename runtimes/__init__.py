@@ -1,5 +1,14 @@
 """ONNX Runtime sessions, execution providers, latency timing and energy meters."""
 
+from qtool.runtimes.providers import PROVIDERS, ProviderSpec, list_providers, provider_specs
 from qtool.runtimes.session import available_providers, make_session, resolve_providers
 
-__all__ = ["available_providers", "make_session", "resolve_providers"]
+__all__ = [
+    "PROVIDERS",
+    "ProviderSpec",
+    "available_providers",
+    "list_providers",
+    "make_session",
+    "provider_specs",
+    "resolve_providers",
+]

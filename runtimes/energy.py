@@ -46,11 +46,15 @@ WATTS_PER_CORE_SOURCE = (
     f"{DEFAULT_PHYSICAL_CORES} physical cores of a typical server CPU (Xeon Platinum 8280 class)"
 )
 MIN_RAPL_WINDOW_S = 1.0
-_HINT = "; use --energy estimate"
+_HINT = "; use the estimate energy method"
 
 
 class RaplError(QtoolError):
-    """RAPL counters are missing or unreadable (bad environment for --energy rapl: exit 2)."""
+    """RAPL counters are missing or unreadable (bad environment for the rapl method: exit 2).
+    Always about the energy method asked for, so it names that parameter."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="energy")
 
 
 class RaplPermissionError(RaplError):
@@ -69,7 +73,7 @@ def permission_fix(root: Path) -> str:
     return (
         "since Linux 5.10 the RAPL counters are readable by root only: run as root, or "
         f"`sudo chmod o+r {root}/intel-rapl:*/energy_uj` (undone at reboot), "
-        "or use --energy estimate"
+        "or use the estimate energy method"
     )
 
 
@@ -88,15 +92,12 @@ def read_counter(path: Path, root: Path | None = None) -> int:
                 f"{permission_fix(root or path.parent.parent)}"
             ) from exc
         reason = exc.strerror or type(exc).__name__
-        raise RaplError(
-            f"cannot read RAPL counter {path}: {reason}; use --energy estimate"
-        ) from exc
+        raise RaplError(f"cannot read RAPL counter {path}: {reason}{_HINT}") from exc
     try:
         return int(text.strip())
     except ValueError as exc:
         raise RaplError(
-            f"RAPL counter {path} does not hold an integer ({text.strip()[:40]!r}); "
-            "use --energy estimate"
+            f"RAPL counter {path} does not hold an integer ({text.strip()[:40]!r}){_HINT}"
         ) from exc
 
 
@@ -131,8 +132,7 @@ def discover_domains(root: str | Path | None = None) -> tuple[list[RaplDomain], 
     base = powercap_root(root)
     if not base.is_dir():
         raise RaplError(
-            f"no powercap interface at {base} (no RAPL on this machine or in this VM); "
-            "use --energy estimate"
+            f"no powercap interface at {base} (no RAPL on this machine or in this VM){_HINT}"
         )
     domains: list[RaplDomain] = []
     skipped: list[str] = []
@@ -157,9 +157,7 @@ def discover_domains(root: str | Path | None = None) -> tuple[list[RaplDomain], 
         domains.append(RaplDomain(zone.name, name, kind, zone / "energy_uj", max_range))
     if not any(d.kind == "package" for d in domains):
         found = ", ".join(skipped) or "none"
-        raise RaplError(
-            f"no RAPL package domain under {base} (zones found: {found}); use --energy estimate"
-        )
+        raise RaplError(f"no RAPL package domain under {base} (zones found: {found}){_HINT}")
     return domains, skipped
 
 
@@ -316,15 +314,19 @@ def choose_energy(
 ) -> EnergyPlan:
     """Resolve auto|rapl|estimate|off; rapl that cannot be read is bad input (exit 2)."""
     if requested not in ENERGY_METHODS:
-        raise QtoolError(f"unknown energy method {requested!r}: use {', '.join(ENERGY_METHODS)}")
+        raise QtoolError(
+            f"unknown energy method {requested!r}: use {', '.join(ENERGY_METHODS)}", param="energy"
+        )
     if watts_per_core is not None and not watts_per_core > 0:
-        raise QtoolError(f"--cpu-watts-per-core must be > 0, got {watts_per_core}")
+        raise QtoolError(
+            f"watts per core must be > 0, got {watts_per_core}", param="cpu_watts_per_core"
+        )
     wpc = DEFAULT_CPU_WATTS_PER_CORE if watts_per_core is None else float(watts_per_core)
     source = WATTS_PER_CORE_SOURCE if watts_per_core is None else f"{wpc:g} W per core as given"
     if requested == "off":
-        return EnergyPlan(requested, "off", "energy not measured (--energy off)", wpc, source)
+        return EnergyPlan(requested, "off", "energy not measured (method off)", wpc, source)
     if requested == "estimate":
-        return EnergyPlan(requested, "estimate", "asked for (--energy estimate)", wpc, source)
+        return EnergyPlan(requested, "estimate", "estimate asked for", wpc, source)
     try:
         reader = RaplReader(root)
         reader.sample()  # the first read tells whether we may read them at all

@@ -1,4 +1,8 @@
-"""ONNX Runtime sessions built one way everywhere, so eval, bench and flip measure alike."""
+"""ONNX Runtime sessions built one way everywhere, so eval, bench and flip measure alike.
+
+Every session goes through a provider spec (qtool.runtimes.providers): the spec says how the
+provider is attached, which options it gets and how its threads are pinned.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
+from qtool.runtimes.providers import provider_specs
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -15,33 +20,17 @@ OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "dnnl": "DnnlExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-}
 
 
 def available_providers() -> list[str]:
+    """onnxruntime's names of the providers built into the installed wheel."""
     return list(ort.get_available_providers())
 
 
 def resolve_providers(names: list[str] | tuple[str, ...] | None) -> list[str]:
-    """Map short names (cpu, dnnl, openvino) to provider names; unknown ones are bad input."""
-    if not names:
-        return ["CPUExecutionProvider"]
-    available = available_providers()
-    resolved = []
-    for name in names:
-        full = PROVIDER_ALIASES.get(name.lower(), name)
-        if full not in available:
-            raise QtoolError(
-                f"execution provider {name!r} is not available here; installed: "
-                f"{', '.join(available)}"
-            )
-        resolved.append(full)
-    return resolved
+    """Map qtool names or aliases (cpu, CPUExecutionProvider) to onnxruntime's names; an
+    unknown or unusable one is bad input (param "providers")."""
+    return [spec.ort_name for spec in provider_specs(names)]
 
 
 def session_options(
@@ -50,9 +39,11 @@ def session_options(
     spinning: bool | None = None,
     inter_threads: int | None = 1,
 ) -> ort.SessionOptions:
+    """Graph optimisation, thread counts and spinning; `threads=None` keeps ORT's default."""
     if opt_level not in OPT_LEVELS:
         raise QtoolError(
-            f"unknown graph optimisation level {opt_level!r}: use {', '.join(OPT_LEVELS)}"
+            f"unknown graph optimisation level {opt_level!r}: use {', '.join(OPT_LEVELS)}",
+            param="opt_level",
         )
     options = ort.SessionOptions()
     options.graph_optimization_level = OPT_LEVELS[opt_level]
@@ -75,14 +66,16 @@ def make_session(
     opt_level: str = "all",
     spinning: bool | None = None,
 ) -> ort.InferenceSession:
-    """An InferenceSession from a path, serialized bytes or a ModelProto."""
+    """An InferenceSession from a path, serialized bytes or a ModelProto, through the specs of
+    `providers` (qtool names or aliases, in priority order; default cpu)."""
+    specs = provider_specs(providers)
     options = session_options(threads, opt_level, spinning)
-    chosen = resolve_providers(providers)
+    chosen = [pair for spec in specs if (pair := spec.attach(options, threads)) is not None]
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = str(model) if isinstance(model, Path) else model
     try:
-        return ort.InferenceSession(source, sess_options=options, providers=chosen)
+        return ort.InferenceSession(source, sess_options=options, providers=chosen or None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         where = source if isinstance(source, str) else "the model"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -11,13 +11,14 @@ separately, over windows of back-to-back calls (qtool.runtimes.energy).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 PERCENTILE_METHOD = "linear"  # numpy's default: interpolate between closest ranks
 TIMER = "time.perf_counter_ns around the inference call only"
+BINS_PER_DECADE = 20  # histogram bins 12 % wide: finer than run-to-run noise of a latency
 
 
 @dataclass
@@ -59,6 +60,33 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, items_per_call: int = 
         items_per_call=int(items_per_call),
         throughput_items_per_s=float(items_per_call / (mean / 1e3)) if mean > 0 else float("inf"),
     )
+
+
+@dataclass
+class LatencyHistogram:
+    """Latency counts in log-spaced bins on one grid fixed to the decades, so histograms of
+    different models and runs line up bin for bin; bin i holds edges_ms[i] <= t < edges_ms[i+1].
+
+    Kept instead of every sample: a few hundred bytes whatever the run length."""
+
+    edges_ms: list[float]
+    counts: list[int]
+    bins_per_decade: int
+    grid: str = "edges 10 ** (k / bins_per_decade) ms for integer k"
+
+
+def latency_histogram(
+    samples_ns: Sequence[int] | np.ndarray, bins_per_decade: int = BINS_PER_DECADE
+) -> LatencyHistogram:
+    """Counts of latencies (nanoseconds) per log-spaced bin, spanning just the samples."""
+    ms = np.maximum(np.asarray(samples_ns, dtype=np.float64) / 1e6, 1e-6)  # >= 1 ns
+    if ms.size == 0:
+        raise ValueError("no latency samples to summarise")
+    k = np.floor(np.log10(ms) * bins_per_decade).astype(np.int64)
+    lo, hi = int(k.min()), int(k.max())
+    counts = np.bincount(k - lo, minlength=hi - lo + 1)
+    edges = [float(f"{10 ** (i / bins_per_decade):.6g}") for i in range(lo, hi + 2)]
+    return LatencyHistogram(edges, counts.tolist(), int(bins_per_decade))
 
 
 @dataclass
@@ -117,7 +145,9 @@ class Contender:
     """One thing to time: `call(*args)` runs one inference with everything prepared beforehand.
 
     Keeping the function and its arguments apart (rather than a closure or partial) lets the
-    timed window hold the same single call a hand-written loop would make."""
+    timed window hold the same single call a hand-written loop would make: two arguments (the
+    `session.run(names, feeds)` shape) are passed as `call(a, b)`, which CPython specialises,
+    not `call(*args)`, measured ~2 % slower on a 5 us model (benchmarks/bench_overhead.py)."""
 
     name: str
     call: Callable[..., object]
@@ -144,6 +174,16 @@ class InterleavedRun:
     extra: dict = field(default_factory=dict)
 
 
+def round_orders(n: int, seed: int) -> Iterator[list[int]]:
+    """The order of contenders in each round, warm-up rounds first: a seeded permutation per
+    round (numpy default_rng). `measure_interleaved` draws from this stream, so the order of a
+    run is recorded by its seed: `list(islice(round_orders(n, seed), warmup, warmup + rounds))`
+    gives it again."""
+    rng = np.random.default_rng(seed)
+    while True:
+        yield [0] if n == 1 else rng.permutation(n).tolist()
+
+
 def measure_interleaved(
     contenders: Sequence[Contender],
     runs: int | None = None,
@@ -158,25 +198,15 @@ def measure_interleaved(
     With `seconds`, rounds continue until that much wall time has passed and at least
     `min_rounds` were done. Warm-up rounds are interleaved the same way and discarded.
     """
-    if not contenders:
-        raise ValueError("nothing to measure")
-    if runs is None and seconds is None:
-        raise ValueError("give runs or seconds")
-    if runs is not None and runs < 1:
-        raise ValueError("runs must be >= 1")
-    n = len(contenders)
-    rng = np.random.default_rng(seed)
+    _check_budget(contenders, runs, seconds)
+    orders_of = round_orders(len(contenders), seed)
     fns = [c.call for c in contenders]
     argss = [c.args for c in contenders]
-
-    def next_order() -> list[int]:
-        return [0] if n == 1 else rng.permutation(n).tolist()
-
     for _ in range(warmup):
-        for i in next_order():
+        for i in next(orders_of):
             fns[i](*argss[i])
 
-    lat: list[list[int]] = [[] for _ in range(n)]
+    lat: list[list[int]] = [[] for _ in contenders]
     orders: list[list[int]] = []
     perf = time.perf_counter_ns
     deadline = None if seconds is None else perf() + int(seconds * 1e9)
@@ -187,12 +217,18 @@ def measure_interleaved(
             break
         if deadline is not None and runs is None and done >= min_rounds and perf() >= deadline:
             break
-        order = next_order()
+        order = next(orders_of)
         for i in order:
             fn, args = fns[i], argss[i]
-            t0 = perf()
-            fn(*args)
-            t1 = perf()
+            if len(args) == 2:  # session.run(names, feeds): the plain call a user writes
+                a, b = args
+                t0 = perf()
+                fn(a, b)
+                t1 = perf()
+            else:  # fn(*args) is a slower, unspecialised call: only for other arities
+                t0 = perf()
+                fn(*args)
+                t1 = perf()
             lat[i].append(t1 - t0)
         orders.append(order)
         done += 1
@@ -208,3 +244,12 @@ def measure_interleaved(
         wall_s=wall,
         seed=int(seed),
     )
+
+
+def _check_budget(contenders: Sequence[Contender], runs: int | None, seconds: float | None):
+    if not contenders:
+        raise ValueError("nothing to measure")
+    if runs is None and seconds is None:
+        raise ValueError("give runs or seconds")
+    if runs is not None and runs < 1:
+        raise ValueError("runs must be >= 1")

@@ -14,8 +14,9 @@ import pytest
 from builders import conv_model, save
 from click.testing import CliRunner
 
-from qtool.benchmarking.bench import render_bench, run_bench
+from qtool.benchmarking import BenchPlan, run_bench
 from qtool.cli import main
+from qtool.commands.bench_views import render_bench
 from qtool.runtimes.energy import (
     POWERCAP_ROOT_ENV,
     RaplError,
@@ -114,7 +115,7 @@ def test_unreadable_counter_that_is_not_a_permission_problem(tmp_path):
     with pytest.raises(RaplError, match="Is a directory") as info:
         RaplReader(root).sample()
     assert not isinstance(info.value, RaplPermissionError)
-    assert "--energy estimate" in str(info.value)
+    assert "use the estimate energy method" in str(info.value) and info.value.param == "energy"
 
 
 def _as_nobody(fn) -> str:
@@ -175,7 +176,7 @@ def test_permission_denied_says_the_fix(denied_tree):
     assert text.startswith("permission: "), text
     assert "permission denied" in text and "run as root" in text
     assert f"sudo chmod o+r {root}/intel-rapl:*/energy_uj" in text
-    assert "--energy estimate" in text
+    assert "use the estimate energy method" in text
 
 
 def test_cli_rapl_permission_denied_exit_2_and_auto_falls_back(denied_tree):
@@ -209,7 +210,7 @@ def test_cli_rapl_without_powercap_is_exit_2(tmp_path):
         env={POWERCAP_ROOT_ENV: str(tmp_path / "none")},
     )
     text = " ".join(result.output.split())
-    assert result.exit_code == 2 and "no powercap interface" in text
+    assert result.exit_code == 2 and "error: --energy: no powercap interface" in text
     assert "Traceback" not in result.output
 
 
@@ -239,8 +240,7 @@ def test_bench_with_rapl_on_a_fake_tree(tmp_path):
     meter = FakeMeter(root, 10.0, max_range)
     meter.start()
     try:
-        result = run_bench(
-            [model, model],
+        plan = BenchPlan(
             runs=5,
             warmup=1,
             energy="rapl",
@@ -248,8 +248,9 @@ def test_bench_with_rapl_on_a_fake_tree(tmp_path):
             energy_window_s=0.2,
             energy_rounds=2,
             idle_seconds=0.2,
-            _allow_short=True,
+            allow_short_rapl_windows=True,
         )
+        result = run_bench([model, model], plan)
     finally:
         meter.stop.set()
         meter.join()
@@ -270,7 +271,9 @@ def test_rapl_windows_shorter_than_a_second_are_refused(tmp_path):
     root = fake_tree(tmp_path / "p")
     model = save(conv_model(0), tmp_path / "m.onnx")
     with pytest.raises(RaplError.__mro__[1], match=">= 1 s"):
-        run_bench([model], runs=3, energy="rapl", powercap_root=root, energy_window_s=0.1)
+        run_bench(
+            [model], BenchPlan(runs=3, energy="rapl", powercap_root=root, energy_window_s=0.1)
+        )
 
 
 def test_estimate_is_labelled_with_its_formula(tmp_path):
@@ -301,7 +304,7 @@ def test_estimate_is_labelled_with_its_formula(tmp_path):
             config["energy"]["cpu_ms_per_call"] * 10
         )
     bad = run("bench", model, "--energy", "estimate", "--cpu-watts-per-core", "0", *FAST)
-    assert bad.exit_code == 2 and "must be > 0" in bad.output
+    assert bad.exit_code == 2 and "--cpu-watts-per-core: watts per core must be > 0" in bad.output
 
 
 def test_energy_off_shows_no_energy(tmp_path):

@@ -6,17 +6,27 @@ from pathlib import Path
 
 import click
 
-from qtool.benchmarking.bench import plot_bench, render_bench, require_matplotlib, run_bench
-from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
+from qtool.benchmarking.bench import run_bench
+from qtool.benchmarking.plan import BenchPlan
+from qtool.commands.bench_views import (
+    plot_bench,
+    render_bench,
+    render_providers,
+    require_matplotlib,
+)
+from qtool.commands.options import (
+    check_outputs,
+    force_option,
+    int_list,
+    json_option,
+    split_list,
+    write_json_report,
+)
 from qtool.errors import QtoolError
-from qtool.report import info, show, table
-from qtool.runtimes import available_providers
+from qtool.report import info, show
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
+from qtool.runtimes.providers import list_providers as known_providers
 from qtool.runtimes.session import OPT_LEVELS
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
 @click.command("bench")
@@ -29,7 +39,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "--providers",
     "providers",
     multiple=True,
-    help="Execution providers, e.g. cpu or cpu,dnnl,openvino (default: cpu).",
+    help="Execution providers, e.g. cpu (default) or cpu,dnnl; see --list-providers.",
 )
 @click.option("--runs", type=int, default=None, help="Measured rounds per configuration.")
 @click.option(
@@ -47,7 +57,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
 )
 @click.option(
     "--data",
-    "data_spec",
+    "data",
     default=None,
     help="Feed samples of this data set (e.g. digits) instead of random inputs.",
 )
@@ -101,6 +111,12 @@ def _split(values: tuple[str, ...]) -> list[str]:
 )
 @json_option
 @click.option(
+    "--raw-samples",
+    is_flag=True,
+    help="Keep every latency sample in the --json report (megabytes; default: summaries "
+    "and a log-spaced histogram per model and configuration).",
+)
+@click.option(
     "--plot",
     "plot_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -108,7 +124,11 @@ def _split(values: tuple[str, ...]) -> list[str]:
     help="Write latency box plots and energy bars to this PNG.",
 )
 @force_option
-@click.option("--list-providers", is_flag=True, help="List installed execution providers and exit.")
+@click.option(
+    "--list-providers",
+    is_flag=True,
+    help="List every execution provider qtool knows, usable here or why not, and exit.",
+)
 def command(
     models: tuple[Path, ...],
     batches: str,
@@ -117,7 +137,7 @@ def command(
     runs: int | None,
     seconds: float | None,
     warmup: int,
-    data_spec: str | None,
+    data: str | None,
     energy: str,
     cpu_watts_per_core: float | None,
     energy_window: float,
@@ -126,6 +146,7 @@ def command(
     spinning: bool,
     seed: int,
     json_path: Path | None,
+    raw_samples: bool,
     plot_path: Path | None,
     force: bool,
     list_providers: bool,
@@ -156,34 +177,31 @@ def command(
       qtool bench --list-providers
     """
     if list_providers:
-        show(
-            table(
-                "installed execution providers", ["provider"], [[p] for p in available_providers()]
-            )
-        )
+        show(*render_providers(known_providers()))
         return
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
+    plan = BenchPlan(
+        batches=int_list(batches, "batch"),
+        threads=int_list(threads, "threads"),
+        providers=split_list(providers) or ["cpu"],
+        runs=runs,
+        seconds=seconds,
+        warmup=warmup,
+        energy=energy,
+        cpu_watts_per_core=cpu_watts_per_core,
+        energy_window_s=energy_window,
+        energy_rounds=energy_rounds,
+        opt_level=opt_level,
+        spinning=spinning,
+        seed=seed,
+        raw_samples=raw_samples,
+    )
     check_outputs(force, models, json_path=json_path, plot_path=plot_path)
     if plot_path is not None:
         require_matplotlib()
     result = run_bench(
-        list(models),
-        batches=batches,
-        threads=threads,
-        providers=_split(providers) or None,
-        runs=runs,
-        seconds=seconds,
-        warmup=warmup,
-        data=data_spec,
-        energy=energy,
-        seed=seed,
-        cpu_watts_per_core=cpu_watts_per_core,
-        opt_level=opt_level,
-        spinning=spinning,
-        energy_window_s=energy_window,
-        energy_rounds=energy_rounds,
-        on_group=lambda label: info(f"measuring {label} ..."),
+        list(models), plan, data=data, on_group=lambda label: info(f"measuring {label} ...")
     )
     show(*render_bench(result))
     write_json_report(json_path, result)

@@ -231,22 +231,22 @@ def stage_quantize(ctx: DemoContext) -> None:
 
 def stage_bench(ctx: DemoContext) -> None:
     """FP32 vs INT8 latency (interleaved, 1 thread) and energy per inference."""
-    from qtool.benchmarking.bench import run_bench
+    from qtool.benchmarking import BenchPlan, run_bench
 
+    plan = BenchPlan(
+        batches=DEMO_BENCH_BATCHES,
+        threads=[1],
+        seconds=DEMO_BENCH_SECONDS,
+        energy="auto",
+        seed=ctx.seed,
+        energy_window_s=1.0,
+        energy_rounds=1,
+    )
     for rec in ctx.records.values():
         if "int8" not in rec.paths:
             continue
         info(f"benchmarking {rec.name}: FP32 vs INT8, batch {DEMO_BENCH_BATCHES}")
-        result = run_bench(
-            [rec.paths["fp32"], rec.paths["int8"]],
-            batches=DEMO_BENCH_BATCHES,
-            threads=[1],
-            seconds=DEMO_BENCH_SECONDS,
-            energy="auto",
-            seed=ctx.seed,
-            energy_window_s=1.0,
-            energy_rounds=1,
-        )
+        result = run_bench([rec.paths["fp32"], rec.paths["int8"]], plan)
         report = ctx.out_dir / f"{rec.name}.bench.json"
         write_json(report, result)
         rec.paths["bench"] = report

@@ -1,0 +1,105 @@
+"""Provider specs: the registry, why a provider is unusable here, and the plugin hook."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+
+from qtool.errors import QtoolError
+from qtool.runtimes.providers import (
+    BUILT_IN,
+    PLUGIN,
+    PROVIDERS,
+    PluginLibrary,
+    ProviderSpec,
+    list_providers,
+    provider_spec,
+    provider_specs,
+)
+
+
+def test_cpu_is_the_default_and_found_by_every_alias():
+    assert provider_specs(None) == [PROVIDERS.get("cpu")]
+    for name in ("cpu", "CPU", "CPUExecutionProvider", "cpuexecutionprovider"):
+        spec = provider_spec(name)
+        assert spec.name == "cpu" and spec.ort_name == "CPUExecutionProvider"
+    cpu = PROVIDERS.get("cpu")
+    assert cpu.source == BUILT_IN and cpu.unusable_reason() is None
+    assert "intra_op_num_threads" in cpu.threads_pinned_by
+    assert "INT8" in cpu.precision and "FP32" in cpu.precision
+
+
+def test_list_shows_every_provider_onnxruntime_names_with_a_reason():
+    rows = list_providers()
+    listed = {row.spec.ort_name for row in rows}
+    assert set(ort.get_all_providers()) | set(ort.get_available_providers()) <= listed
+    assert rows[0].spec.name == "cpu" and rows[0].usable
+    available = set(ort.get_available_providers())
+    for row in rows:
+        assert row.usable == (row.reason is None)
+        if row.usable:
+            assert row.spec.ort_name in available and row.spec.out_of_scope is None
+        else:
+            assert row.reason  # every unusable provider says why
+    reasons = {row.spec.name: row.reason for row in rows}
+    assert reasons["cuda"] == "out of scope: GPU"
+    if "DnnlExecutionProvider" not in available:
+        assert reasons["dnnl"].startswith("not in this onnxruntime build")
+    order = [(not r.usable, r.spec.out_of_scope is not None) for r in rows]
+    assert order == sorted(order)  # usable, then missing here, then out of scope
+
+
+def test_unknown_and_unusable_providers_are_bad_input_naming_the_param():
+    with pytest.raises(QtoolError, match="unknown execution provider 'nosuch'") as info:
+        provider_spec("nosuch")
+    assert info.value.param == "providers"
+    assert "usable here: cpu (CPUExecutionProvider)" in str(info.value)
+    if "DnnlExecutionProvider" not in ort.get_available_providers():
+        assert "CPU providers not usable here: " in str(info.value) and "dnnl" in str(info.value)
+    assert "cuda" not in str(info.value)  # out of scope everywhere: left to the list
+    with pytest.raises(QtoolError, match="out of scope") as info:
+        provider_specs(["cpu", "cuda"], param="provider")
+    assert info.value.param == "provider" and "'cuda' (CUDAExecutionProvider)" in str(info.value)
+
+
+def test_provider_options_carry_the_thread_option_when_a_spec_has_one():
+    spec = ProviderSpec(
+        "own-threads",
+        "CPUExecutionProvider",
+        "test spec",
+        options={"mode": "fast"},
+        thread_option="num_of_threads",
+    )
+    assert spec.provider_options(3) == {"mode": "fast", "num_of_threads": "3"}
+    assert spec.provider_options(None) == {"mode": "fast"}
+    assert "provider option num_of_threads" in spec.threads_pinned_by
+    assert PROVIDERS.get("cpu").provider_options(4) == {}  # cpu: session options only
+    facts = spec.describe()
+    assert facts["ort_name"] == "CPUExecutionProvider" and facts["options"] == {"mode": "fast"}
+
+
+def test_plugin_hook_says_what_to_install_or_why_registration_failed(tmp_path):
+    missing = ProviderSpec(
+        "plugin-missing",
+        "NoSuchExecutionProvider",
+        "a plugin whose package is not installed",
+        plugin=PluginLibrary(
+            "onnxruntime-ep-nosuch", "qtool_no_such_plugin", lambda m: "x.so", "qtool-test-1"
+        ),
+    )
+    assert missing.source == PLUGIN
+    assert missing.unusable_reason() == (
+        "needs its plugin package: pip install onnxruntime-ep-nosuch"
+    )
+    not_a_library = tmp_path / "libfake_ep.so"
+    not_a_library.write_bytes(b"not a shared library")
+    broken = ProviderSpec(
+        "plugin-broken",
+        "FakeExecutionProvider",
+        "a plugin package shipping a file that is no library",
+        plugin=PluginLibrary(
+            "fake-ep", "json", lambda module: str(not_a_library), "qtool-test-broken"
+        ),
+    )
+    reason = broken.unusable_reason()
+    assert reason is not None and reason.startswith("its plugin library failed to register")

@@ -1,0 +1,57 @@
+"""make_session: real ONNX Runtime sessions built through the provider specs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import conv_model, save
+
+from qtool.errors import QtoolError
+from qtool.runtimes.session import make_session, resolve_providers, session_options
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_and_spinning_are_pinned_as_asked(threads):
+    session = make_session(conv_model(0), threads=threads, spinning=False)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    assert options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_default_threads_are_left_to_onnxruntime_and_spinning_untouched():
+    options = make_session(conv_model(0)).get_session_options()
+    assert options.intra_op_num_threads == 0  # 0: ORT picks one per physical core
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        options.get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_path_bytes_and_proto_give_the_same_outputs(tmp_path):
+    proto = conv_model(1)
+    path = save(proto, tmp_path / "m.onnx")
+    x = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
+    outs = [
+        make_session(source, providers=["cpu"]).run(None, {"x": x})[0]
+        for source in (proto, proto.SerializeToString(), path, str(path))
+    ]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_opt_levels_and_bad_inputs():
+    assert make_session(conv_model(0), opt_level="disable").get_session_options() is not None
+    with pytest.raises(QtoolError, match="unknown graph optimisation level") as info:
+        session_options(opt_level="max")
+    assert info.value.param == "opt_level"
+    with pytest.raises(QtoolError, match="ONNX Runtime cannot load the model"):
+        make_session(b"not an onnx model")
+    with pytest.raises(QtoolError, match="unknown execution provider") as info:
+        make_session(conv_model(0), providers=["nosuch"])
+    assert info.value.param == "providers"
+
+
+def test_resolve_providers_gives_onnxruntime_names():
+    assert resolve_providers(None) == ["CPUExecutionProvider"]
+    assert resolve_providers(["cpu", "CPUExecutionProvider"]) == ["CPUExecutionProvider"] * 2
