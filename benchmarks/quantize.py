@@ -27,7 +27,7 @@ from qtool.evaluation.evaluate import model_io
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.outputs import to_jsonable
-from qtool.quantization.quantize import BudgetNotMet, quantize_model
+from qtool.quantization.quantize import BudgetNotMet, QuantizeOptions, quantize_model
 from qtool.report import fmt_bytes, show, table
 from qtool.runtimes import make_session
 from qtool.runtimes.timing import (
@@ -99,15 +99,15 @@ def main() -> None:
         src = fp32_model(name, data, args.workdir, given, args.seed)
         out = args.workdir / f"{name}.int8.onnx"
         t0 = time.perf_counter()
-        report = quantize_model(src, out, data, seed=args.seed, force=True)
+        report = quantize_model(src, out, data, QuantizeOptions(seed=args.seed), force=True)
         plain = report.to_dict()
         results[name] = {"data": data, "plain": plain, "quantize": plain}
         if report.accuracy_drop_pp > TARGET_DROP_PP:  # let the accuracy-aware loop try
             try:
-                report = quantize_model(
-                    src, out, data, seed=args.seed, force=True,
-                    max_accuracy_drop=TARGET_DROP_PP, keep_best=True,
-                )  # fmt: skip
+                budgeted = QuantizeOptions(
+                    seed=args.seed, max_accuracy_drop=TARGET_DROP_PP, keep_best=True
+                )
+                report = quantize_model(src, out, data, budgeted, force=True)
             except BudgetNotMet as exc:
                 report = exc.report
             results[name]["quantize"] = report.to_dict()

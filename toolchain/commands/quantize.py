@@ -11,26 +11,19 @@ from qtool.commands.options import (
     force_option,
     json_option,
     model_argument,
+    split_list,
     write_json_report,
 )
-from qtool.quantization.quantize import (
-    FORMATS,
-    INT8_TYPES,
-    METHODS,
-    BudgetNotMet,
-    QuantizeReport,
-    quantize_model,
-)
+from qtool.data.sources import sources_help
+from qtool.quantization.quantize import quantize_model
+from qtool.quantization.report import BudgetNotMet, QuantizeReport
+from qtool.quantization.settings import FORMATS, INT8_TYPES, METHODS, QuantizeOptions
 from qtool.report import fmt_bytes, fmt_pct, show, table
 
 TOP_TENSORS = 10
 
 
-def _names(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-@click.command("quantize")
+@click.command("quantize", epilog=sources_help())
 @model_argument
 @click.option("--calib", required=True, help="Calibration data spec (train split by default).")
 @click.option(
@@ -167,16 +160,16 @@ def command(
       qtool quantize resnet50.onnx --input data --calib npz:images.npz --out r50.int8.onnx
     """
     check_outputs(force, [model], out=out, json_path=json_path)
-    options = dict(
+    options = QuantizeOptions(
         samples=samples, method=method, fmt=fmt, per_channel=not per_tensor,
         activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
-        exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
+        exclude_nodes=split_list(exclude_nodes), exclude_op_types=split_list(exclude_op_types),
         input_name=input_name, eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
-        keep_best=keep_best, seed=seed, force=force, debug_samples=debug_samples,
+        keep_best=keep_best, seed=seed, debug_samples=debug_samples,
         fallback_step=fallback_step, max_steps=max_steps,
     )  # fmt: skip
     try:
-        report = quantize_model(model, out, calib, **options)
+        report = quantize_model(model, out, calib, options, force=force)
     except BudgetNotMet as exc:
         show_report(exc.report)
         write_json_report(json_path, exc.report.to_dict())
