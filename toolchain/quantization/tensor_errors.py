@@ -66,7 +66,9 @@ def tensor_errors(
                 nodes=noise.nodes_to_keep(tensor, node),
             )
         )
-    result.sort(key=lambda e: (-e.added_noise, e.sqnr_db))
+    # ties (often many 0-noise tensors) by name: qdq_loss_debug collects them in an order that
+    # follows PYTHONHASHSEED, and the report and the fallback loop must not
+    result.sort(key=lambda e: (-e.added_noise, e.sqnr_db, e.tensor))
     return result
 
 
