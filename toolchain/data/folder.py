@@ -31,7 +31,7 @@ def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
         raise QtoolError(
             f"{base} holds no images: expected one sub-folder per class with PNG/JPEG files"
         )
-    x = read_images([f for f, _ in files], base)
+    x = read_images([f for f, _ in files])
     y = np.array([label for _, label in files], dtype=np.int64)
     return Dataset(f"folder:{root}", used, x, y, classes, "image")
 

@@ -40,6 +40,16 @@ def to_float_nchw(images: np.ndarray, where: Path | str) -> tuple[np.ndarray, st
     return np.ascontiguousarray(arr.astype(np.float32) / scale), "image"
 
 
+def decoded_to_float(images: np.ndarray) -> np.ndarray:
+    """Decoded uint8 images, (N,H,W) grey or (N,H,W,3) RGB, -> float32 NCHW in [0, 1].
+
+    The layout of decoded images is known, so unlike `to_float_nchw` nothing is guessed
+    (a 3- or 4-pixel-high RGB image stays RGB).
+    """
+    arr = images[:, None, :, :] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(arr.astype(np.float32) / 255.0)
+
+
 def _pillow():
     try:
         from PIL import Image, UnidentifiedImageError
@@ -74,11 +84,10 @@ def image_mode(pillow_mode: str) -> str:
 
 def read_image(path: Path, channels: int | None = None) -> np.ndarray:
     """One image as a float (1, C, H, W) batch: RGB when 3 channels are wanted, else grey."""
-    arr = decode(path, "RGB" if channels == 3 else "L")
-    return to_float_nchw(arr[None], path)[0]
+    return decoded_to_float(decode(path, "RGB" if channels == 3 else "L")[None])
 
 
-def read_images(files: list[Path], where: Path) -> np.ndarray:
+def read_images(files: list[Path]) -> np.ndarray:
     """Images of one data set as one float NCHW batch.
 
     The first image decides grey or RGB and the size; the others are converted and resized
@@ -88,4 +97,4 @@ def read_images(files: list[Path], where: Path) -> np.ndarray:
     first = decode(files[0], advice=advice)
     mode, size = ("L" if first.ndim == 2 else "RGB"), (first.shape[1], first.shape[0])
     arrays = [first] + [decode(f, mode, size, advice) for f in files[1:]]
-    return to_float_nchw(np.stack(arrays), where)[0]
+    return decoded_to_float(np.stack(arrays))
