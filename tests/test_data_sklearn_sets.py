@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import load_breast_cancer, load_digits
 
-from qtool.data.sources import load_dataset
 from qtool.data.sklearn_sets import split_indices
+from qtool.data.sources import load_dataset
 
 
 def test_builtin_splits_are_disjoint_stratified_and_deterministic():
