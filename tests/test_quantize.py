@@ -19,13 +19,7 @@ from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import qtool_metadata, set_metadata
-from qtool.quantization.quantize import (
-    BudgetNotMet,
-    QuantizeOptions,
-    cpu_flags,
-    default_reduce_range,
-    quantize_model,
-)
+from qtool.quantization.quantize import BudgetNotMet, QuantizeOptions, quantize_model
 
 torch = pytest.importorskip("torch")
 
@@ -349,17 +343,3 @@ def test_bad_options_are_exit_2(tmp_path, models):
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.onnx").exists()
-
-
-def test_reduce_range_follows_the_cpu():
-    assert default_reduce_range("x86_64", {"avx2", "avx512_vnni"})[0] is False
-    assert default_reduce_range("x86_64", {"avx2", "avx_vnni"})[0] is False
-    assert default_reduce_range("x86_64", {"avx2", "amx_int8"})[0] is False
-    on, why = default_reduce_range("x86_64", {"avx2", "fma"})
-    assert on is True and "without VNNI" in why
-    assert default_reduce_range("aarch64", set())[0] is False
-    assert cpu_flags("processor : 0\nflags : fpu avx2 avx512_vnni\n") == {
-        "fpu",
-        "avx2",
-        "avx512_vnni",
-    }
