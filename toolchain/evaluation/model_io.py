@@ -74,14 +74,18 @@ def model_io(
     )
 
 
+def _named(tensors: list, name: str, kind: str, param: str):
+    """The session input/output called `name`, or bad input listing the ones there are."""
+    found = next((t for t in tensors if t.name == name), None)
+    if found is None:
+        names = ", ".join(t.name for t in tensors)
+        raise QtoolError(f"the model has no {kind} {name!r}; its {kind}s are: {names}", param=param)
+    return found
+
+
 def _pick_input(inputs: list, name: str | None):
     if name is not None:
-        chosen = next((i for i in inputs if i.name == name), None)
-        if chosen is None:
-            names = ", ".join(i.name for i in inputs)
-            raise QtoolError(
-                f"the model has no input {name!r}; its inputs are: {names}", param="input_name"
-            )
+        chosen = _named(inputs, name, "input", "input_name")
     else:
         floats = [i for i in inputs if i.type in FLOAT_TYPES]
         if not floats:
@@ -101,13 +105,7 @@ def _pick_input(inputs: list, name: str | None):
 
 def _pick_output(outputs: list, name: str | None):
     if name is not None:
-        chosen = next((o for o in outputs if o.name == name), None)
-        if chosen is None:
-            names = ", ".join(o.name for o in outputs)
-            raise QtoolError(
-                f"the model has no output {name!r}; its outputs are: {names}", param="output_name"
-            )
-        return chosen
+        return _named(outputs, name, "output", "output_name")
     scores = [o for o in outputs if o.type in FLOAT_TYPES and len(o.shape or []) == 2]
     if not scores:
         kinds = ", ".join(f"{o.name} ({o.type})" for o in outputs)
