@@ -343,3 +343,16 @@ def test_bad_options_are_exit_2(tmp_path, models):
         assert result.exit_code == 2, (extra, result.output)
         assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_every_option_is_a_flag_whose_param_name_is_the_field_name():
+    """Library errors name QuantizeOptions fields (param=); the CLI maps those to flags."""
+    from dataclasses import fields
+
+    from qtool.cli import flag_for
+    from qtool.commands.quantize import command
+
+    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel", "providers"}
+    assert all(flag_for(command, name) for name in names), names
+    assert flag_for(command, "fmt") == "--format" and flag_for(command, "calib") == "--calib"
+    assert flag_for(command, "per_tensor") == "--per-tensor"

@@ -120,25 +120,12 @@ def command(
     model: Path,
     calib: str,
     out: Path,
-    samples: int,
-    method: str,
-    fmt: str,
     per_tensor: bool,
-    activation_type: str,
-    weight_type: str,
-    reduce_range: bool | None,
     exclude_nodes: str | None,
     exclude_op_types: str | None,
-    input_name: str | None,
-    eval_data: str | None,
-    max_accuracy_drop: float | None,
-    fallback_step: int,
-    max_steps: int | None,
-    keep_best: bool,
-    debug_samples: int,
-    seed: int,
     json_path: Path | None,
     force: bool,
+    **settings,
 ) -> None:
     """Quantise MODEL to static INT8 with ONNX Runtime and measure what it cost.
 
@@ -160,14 +147,14 @@ def command(
       qtool quantize resnet50.onnx --input data --calib npz:images.npz --out r50.int8.onnx
     """
     check_outputs(force, [model], out=out, json_path=json_path)
+    # the other options are named like QuantizeOptions' fields, so errors that name a field
+    # (QtoolError.param) reach the right flag
     options = QuantizeOptions(
-        samples=samples, method=method, fmt=fmt, per_channel=not per_tensor,
-        activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
-        exclude_nodes=split_list(exclude_nodes), exclude_op_types=split_list(exclude_op_types),
-        input_name=input_name, eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
-        keep_best=keep_best, seed=seed, debug_samples=debug_samples,
-        fallback_step=fallback_step, max_steps=max_steps,
-    )  # fmt: skip
+        per_channel=not per_tensor,
+        exclude_nodes=split_list(exclude_nodes),
+        exclude_op_types=split_list(exclude_op_types),
+        **settings,
+    )
     try:
         report = quantize_model(model, out, calib, options, force=force)
     except BudgetNotMet as exc:
