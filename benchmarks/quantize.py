@@ -16,7 +16,6 @@ FP32 on cnn at batch 32. The script reports what it measures; it does not assert
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -26,8 +25,8 @@ from qtool.data.datasets import load_dataset
 from qtool.evaluation.evaluate import model_io
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
-from qtool.outputs import to_jsonable
-from qtool.quantization.quantize import BudgetNotMet, quantize_model
+from qtool.outputs import write_json
+from qtool.quantization.quantize import BudgetNotMet, QuantizeOptions, quantize_model
 from qtool.report import fmt_bytes, show, table
 from qtool.runtimes import make_session
 from qtool.runtimes.timing import (
@@ -78,6 +77,106 @@ def fp32_model(name: str, data: str, workdir: Path, given: dict[str, Path], seed
     return onnx_path
 
 
+def quantise(name: str, data: str, src: Path, out: Path, seed: int) -> dict:
+    """Plain INT8 first; when it drops more than the target, let the accuracy-aware loop try."""
+    t0 = time.perf_counter()
+    report = quantize_model(src, out, data, QuantizeOptions(seed=seed), force=True)
+    plain = report.to_dict()
+    result = {"data": data, "plain": plain, "quantize": plain}
+    if report.accuracy_drop_pp > TARGET_DROP_PP:
+        budgeted = QuantizeOptions(seed=seed, max_accuracy_drop=TARGET_DROP_PP, keep_best=True)
+        try:
+            report = quantize_model(src, out, data, budgeted, force=True)
+        except BudgetNotMet as exc:
+            report = exc.report
+        result["quantize"] = report.to_dict()
+    result["quantize_s"] = time.perf_counter() - t0
+    return result
+
+
+def contenders_for(name: str, data: str, src: Path, out: Path) -> list[Contender]:
+    """One single-threaded session per model and batch size, fed the test split."""
+    test = load_dataset(data, "test")
+    meta = qtool_metadata(load_model(src))
+    found = []
+    for kind, path in (("fp32", src), ("int8", out)):
+        session = make_session(path, threads=1, spinning=False)
+        io = model_io(session, meta)
+        x = io.prepare(test.x)
+        for batch in BATCHES:
+            feed = {io.input_name: x[:batch]}
+            found.append(
+                Contender(f"{name}/{kind}/b{batch}", session.run, ([io.output_name], feed), batch)
+            )
+    return found
+
+
+def latency_ratios(name: str, lat: dict, seed: int) -> dict:
+    ratios = {}
+    for batch in BATCHES:
+        fp, i8 = lat[f"{name}/fp32/b{batch}"], lat[f"{name}/int8/b{batch}"]
+        ratios[batch] = {
+            "fp32": latency_stats(fp, batch),
+            "int8": latency_stats(i8, batch),
+            "int8_over_fp32": bootstrap_median_ratio(fp, i8, seed=seed),
+        }
+    return ratios
+
+
+def row(name: str, result: dict) -> list[str]:
+    q, plain, ratios = result["quantize"], result["plain"], result["latency"]
+    budgeted = (
+        ""
+        if q is plain
+        else f" -> {q['accuracy_drop_pp']:+.2f} ({len(q['settings']['fp32_nodes'])} FP32 nodes)"
+    )
+    return [
+        f"{name} ({result['data']}, {q['eval_samples']})",
+        f"{fmt_bytes(q['size_before'])} -> {fmt_bytes(q['size_after'])}",
+        f"{q['size_ratio']:.3f} "
+        f"({q['initializer_bytes_after'] / q['initializer_bytes_before']:.3f})",
+        f"{100 * q['accuracy_before']:.2f} -> {100 * q['accuracy_after']:.2f}",
+        f"{plain['accuracy_drop_pp']:+.2f}" + budgeted,
+        f"{100 * q['top1_agreement']:.1f} %",
+        *[
+            f"{ratios[b]['fp32'].p50_ms:.3f} / {ratios[b]['int8'].p50_ms:.3f}"
+            f"  ({ratios[b]['int8_over_fp32'].ratio:.2f} "
+            f"[{ratios[b]['int8_over_fp32'].ci95_low:.2f}, "
+            f"{ratios[b]['int8_over_fp32'].ci95_high:.2f}])"
+            for b in BATCHES
+        ],
+    ]
+
+
+COLUMNS = [
+    "model (data, test n)",
+    "size",
+    "size ratio (tensors only)",
+    "accuracy % FP32 -> INT8",
+    "drop pp (plain -> budgeted)",
+    "top-1 agreement",
+    *[f"p50 ms FP32 / INT8 b{b} (ratio [95% CI])" for b in BATCHES],
+]
+
+
+def verdicts(results: dict[str, dict]) -> list[str]:
+    """Each target of issue #4, met or not, in one line."""
+    lines = []
+    for name, result in results.items():
+        q = result["quantize"]
+        lines.append(
+            f"{name}: size ratio {q['size_ratio']:.3f} "
+            f"{'<=' if q['size_ratio'] <= TARGET_SIZE else '>'} {TARGET_SIZE}; "
+            f"drop {q['accuracy_drop_pp']:.2f} pp "
+            f"{'<=' if q['accuracy_drop_pp'] <= TARGET_DROP_PP else '>'} {TARGET_DROP_PP}"
+        )
+    if "cnn" in results:
+        r = results["cnn"]["latency"][32]["int8_over_fp32"]
+        faster = "yes" if r.ci95_high < 1 else ("no" if r.ci95_low > 1 else "not resolved")
+        lines.append(f"cnn INT8 faster than FP32 at batch 32: {faster} (ratio {r.ratio:.2f})")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("bench-quantize"))
@@ -95,113 +194,30 @@ def main() -> None:
     contenders: list[Contender] = []
     for name in names:
         data = default_data(name)
-        test = load_dataset(data, "test")
         src = fp32_model(name, data, args.workdir, given, args.seed)
         out = args.workdir / f"{name}.int8.onnx"
-        t0 = time.perf_counter()
-        report = quantize_model(src, out, data, seed=args.seed, force=True)
-        plain = report.to_dict()
-        results[name] = {"data": data, "plain": plain, "quantize": plain}
-        if report.accuracy_drop_pp > TARGET_DROP_PP:  # let the accuracy-aware loop try
-            try:
-                report = quantize_model(
-                    src, out, data, seed=args.seed, force=True,
-                    max_accuracy_drop=TARGET_DROP_PP, keep_best=True,
-                )  # fmt: skip
-            except BudgetNotMet as exc:
-                report = exc.report
-            results[name]["quantize"] = report.to_dict()
-        results[name]["quantize_s"] = time.perf_counter() - t0
-        meta = qtool_metadata(load_model(src))
-        for kind, path in (("fp32", src), ("int8", out)):
-            session = make_session(path, threads=1, spinning=False)
-            io = model_io(session, meta)
-            x = io.prepare(test.x)
-            for batch in BATCHES:
-                feed = {io.input_name: x[:batch]}
-                contenders.append(
-                    Contender(
-                        f"{name}/{kind}/b{batch}", session.run, ([io.output_name], feed), batch
-                    )
-                )
+        results[name] = quantise(name, data, src, out, args.seed)
+        contenders += contenders_for(name, data, src, out)
 
     print(
         f"timing {len(contenders)} sessions interleaved for {args.seconds:.0f} s", file=sys.stderr
     )
     run = measure_interleaved(contenders, seconds=args.seconds, warmup=20, seed=args.seed)
     lat = dict(zip(run.names, run.latencies_ns, strict=True))
-    rows = []
     for name in names:
-        q = results[name]["quantize"]
-        ratios = {}
-        for batch in BATCHES:
-            fp, i8 = lat[f"{name}/fp32/b{batch}"], lat[f"{name}/int8/b{batch}"]
-            est = bootstrap_median_ratio(fp, i8, seed=args.seed)
-            ratios[batch] = {
-                "fp32": latency_stats(fp, batch),
-                "int8": latency_stats(i8, batch),
-                "int8_over_fp32": est,
-            }
-        results[name]["latency"] = ratios
-        rows.append(
-            [
-                f"{name} ({results[name]['data']}, {q['eval_samples']})",
-                f"{fmt_bytes(q['size_before'])} -> {fmt_bytes(q['size_after'])}",
-                f"{q['size_ratio']:.3f} "
-                f"({q['initializer_bytes_after'] / q['initializer_bytes_before']:.3f})",
-                f"{100 * q['accuracy_before']:.2f} -> {100 * q['accuracy_after']:.2f}",
-                f"{results[name]['plain']['accuracy_drop_pp']:+.2f}"
-                + (
-                    ""
-                    if q is results[name]["plain"]
-                    else f" -> {q['accuracy_drop_pp']:+.2f} "
-                    f"({len(q['settings']['fp32_nodes'])} FP32 nodes)"
-                ),
-                f"{100 * q['top1_agreement']:.1f} %",
-                *[
-                    f"{ratios[b]['fp32'].p50_ms:.3f} / {ratios[b]['int8'].p50_ms:.3f}"
-                    f"  ({ratios[b]['int8_over_fp32'].ratio:.2f} "
-                    f"[{ratios[b]['int8_over_fp32'].ci95_low:.2f}, "
-                    f"{ratios[b]['int8_over_fp32'].ci95_high:.2f}])"
-                    for b in BATCHES
-                ],
-            ]
-        )
-    show(
-        table(
-            f"static INT8 vs FP32 on the test split, 1 thread, {run.rounds} interleaved "
-            f"rounds in {run.wall_s:.1f} s",
-            [
-                "model (data, test n)",
-                "size",
-                "size ratio (tensors only)",
-                "accuracy % FP32 -> INT8",
-                "drop pp (plain -> budgeted)",
-                "top-1 agreement",
-                *[f"p50 ms FP32 / INT8 b{b} (ratio [95% CI])" for b in BATCHES],
-            ],
-            rows,
-        )
+        results[name]["latency"] = latency_ratios(name, lat, args.seed)
+    title = (
+        f"static INT8 vs FP32 on the test split, 1 thread, {run.rounds} interleaved "
+        f"rounds in {run.wall_s:.1f} s"
     )
-    verdicts = []
-    for name in names:
-        q = results[name]["quantize"]
-        verdicts.append(
-            f"{name}: size ratio {q['size_ratio']:.3f} "
-            f"{'<=' if q['size_ratio'] <= TARGET_SIZE else '>'} {TARGET_SIZE}; "
-            f"drop {q['accuracy_drop_pp']:.2f} pp "
-            f"{'<=' if q['accuracy_drop_pp'] <= TARGET_DROP_PP else '>'} {TARGET_DROP_PP}"
-        )
-    if "cnn" in results:
-        r = results["cnn"]["latency"][32]["int8_over_fp32"]
-        faster = "yes" if r.ci95_high < 1 else ("no" if r.ci95_low > 1 else "not resolved")
-        verdicts.append(f"cnn INT8 faster than FP32 at batch 32: {faster} (ratio {r.ratio:.2f})")
-    for line in verdicts:
+    show(table(title, COLUMNS, [row(name, results[name]) for name in names]))
+    lines = verdicts(results)
+    for line in lines:
         print(line)
     if args.json:
         payload = {"results": results, "rounds": run.rounds, "wall_s": run.wall_s}
-        payload["verdicts"] = verdicts
-        args.json.write_text(json.dumps(to_jsonable(payload), indent=2) + "\n")
+        payload["verdicts"] = lines
+        write_json(args.json, payload)
 
 
 if __name__ == "__main__":

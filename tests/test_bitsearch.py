@@ -41,7 +41,7 @@ from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph  # noqa:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A 4-channel CNN trained on digits (FP32 and INT8 QDQ) and a linear FP32 model."""
-    from qtool.quantization.quantize import quantize_model
+    from qtool.quantization.quantize import QuantizeOptions, quantize_model
 
     folder = tmp_path_factory.mktemp("bitsearch")
     torch.manual_seed(0)
@@ -72,7 +72,7 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
         dynamo=False,
     )
     int8 = folder / "tiny.int8.onnx"
-    quantize_model(fp32, int8, "digits:train", samples=64)
+    quantize_model(fp32, int8, "digits:train", QuantizeOptions(samples=64))
     w, b = digits_linear_weights()
     linear = save(linear_image_model(w, b, softmax=True), folder / "linear.onnx")
     return {"fp32": fp32, "int8": int8, "linear": linear}

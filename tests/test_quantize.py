@@ -19,12 +19,7 @@ from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import qtool_metadata, set_metadata
-from qtool.quantization.quantize import (
-    BudgetNotMet,
-    cpu_flags,
-    default_reduce_range,
-    quantize_model,
-)
+from qtool.quantization.quantize import BudgetNotMet, QuantizeOptions, quantize_model
 
 torch = pytest.importorskip("torch")
 
@@ -214,10 +209,11 @@ def test_cli_cnn_qdq_int8_weights_accuracy_json(tmp_path, models):
 
 def test_api_mlp_qoperator_per_tensor(tmp_path, models):
     out = tmp_path / "mlp.q.onnx"
-    report = quantize_model(
-        models["mlp"], out, "digits", fmt="qoperator", per_channel=False, samples=128,
-        method="entropy", reduce_range=True, max_accuracy_drop=1.0,
+    options = QuantizeOptions(
+        fmt="qoperator", per_channel=False, samples=128, method="entropy", reduce_range=True,
+        max_accuracy_drop=1.0,
     )  # fmt: skip
+    report = quantize_model(models["mlp"], out, "digits", options)
     assert report.written and out.exists()
     model = onnx.load(str(out))
     qgemms = [n for n in model.graph.node if n.op_type == "QGemm"]
@@ -262,7 +258,8 @@ def test_third_party_model_with_input_name_and_npz(tmp_path, models):
 
 def test_accuracy_aware_loop_keeps_damaged_nodes_fp32(tmp_path, models):
     src = models["outlier"]
-    plain = quantize_model(src, tmp_path / "plain.onnx", "digits", per_channel=False, samples=64)
+    options = QuantizeOptions(per_channel=False, samples=64)
+    plain = quantize_model(src, tmp_path / "plain.onnx", "digits", options)
     assert plain.accuracy_drop_pp > 20, "the outlier should wreck plain INT8"
     worst = plain.tensor_errors[0]
     assert worst.added_noise > 0.1 and worst.sqnr_db < 10  # the wreck shows in the ranking
@@ -295,7 +292,8 @@ def test_unreachable_budget_writes_nothing_unless_keep_best(tmp_path, models):
     args += ["--out", out, "--max-accuracy-drop", "1", "--max-steps", "0", "--json", js]
     result = run(*args)
     assert result.exit_code == 1, result.output
-    assert "exceeds --max-accuracy-drop 1.0 pp" in result.output
+    assert "--max-accuracy-drop: accuracy drop" in result.output
+    assert "exceeds the budget of 1.0 pp" in result.output
     assert "nothing written" in result.output and "Traceback" not in result.output
     assert not out.exists()
     report = json.loads(js.read_text())  # the report of the failure is still written
@@ -306,10 +304,8 @@ def test_unreachable_budget_writes_nothing_unless_keep_best(tmp_path, models):
     assert out.exists() and "best attempt was written" in kept.output
 
     with pytest.raises(BudgetNotMet) as info:
-        quantize_model(
-            src, tmp_path / "api.onnx", "digits", per_channel=False, samples=32,
-            max_accuracy_drop=1.0, max_steps=0,
-        )  # fmt: skip
+        options = QuantizeOptions(per_channel=False, samples=32, max_accuracy_drop=1.0, max_steps=0)
+        quantize_model(src, tmp_path / "api.onnx", "digits", options)
     assert info.value.exit_code == 1 and info.value.report.accuracy_drop_pp > 1
     assert not (tmp_path / "api.onnx").exists()
 
@@ -349,15 +345,14 @@ def test_bad_options_are_exit_2(tmp_path, models):
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_reduce_range_follows_the_cpu():
-    assert default_reduce_range("x86_64", {"avx2", "avx512_vnni"})[0] is False
-    assert default_reduce_range("x86_64", {"avx2", "avx_vnni"})[0] is False
-    assert default_reduce_range("x86_64", {"avx2", "amx_int8"})[0] is False
-    on, why = default_reduce_range("x86_64", {"avx2", "fma"})
-    assert on is True and "without VNNI" in why
-    assert default_reduce_range("aarch64", set())[0] is False
-    assert cpu_flags("processor : 0\nflags : fpu avx2 avx512_vnni\n") == {
-        "fpu",
-        "avx2",
-        "avx512_vnni",
-    }
+def test_every_option_is_a_flag_whose_param_name_is_the_field_name():
+    """Library errors name QuantizeOptions fields (param=); the CLI maps those to flags."""
+    from dataclasses import fields
+
+    from qtool.cli import flag_for
+    from qtool.commands.quantize import command
+
+    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel", "providers"}
+    assert all(flag_for(command, name) for name in names), names
+    assert flag_for(command, "fmt") == "--format" and flag_for(command, "calib") == "--calib"
+    assert flag_for(command, "per_tensor") == "--per-tensor"

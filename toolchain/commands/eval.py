@@ -13,15 +13,16 @@ from qtool.commands.options import (
     model_argument,
     write_json_report,
 )
-from qtool.data.datasets import SPLITS, load_dataset
-from qtool.evaluation.evaluate import evaluate_session, model_io
+from qtool.data.dataset import SPLITS
+from qtool.data.sources import load_dataset, sources_help
+from qtool.evaluation.evaluate import EvalResult, evaluate_session, model_io
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.report import fmt_pct, show, table
 from qtool.runtimes import make_session
 
 
-@click.command("eval")
+@click.command("eval", epilog=sources_help())
 @model_argument
 @click.option("--data", "data_spec", required=True, help="Data set spec, e.g. digits or npz:x.npz.")
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="Split (default: test).")
@@ -67,8 +68,14 @@ def command(
     meta = qtool_metadata(proto)
     session = make_session(model, providers=providers)
     io = model_io(session, meta, input_name, output_name)
-    dataset = load_dataset(data_spec, split)
+    dataset = load_dataset(data_spec, split, param="data_spec")
     result = evaluate_session(session, io, dataset, batch, positive_class)
+    show_result(str(model), result)
+    write_json_report(json_path, {"model": str(model), **vars(result)})
+
+
+def show_result(title: str, result: EvalResult) -> None:
+    """Headline metrics, per-class precision/recall and the confusion matrix as tables."""
     rows = [
         ["accuracy", fmt_pct(result.accuracy)],
         ["samples", result.samples],
@@ -82,7 +89,7 @@ def command(
         ]
     if result.nonfinite_outputs:
         rows.append(["NaN/Inf outputs", result.nonfinite_outputs])
-    show(table(str(model), ["metric", "value"], rows))
+    show(table(title, ["metric", "value"], rows))
     show(
         table(
             "per class",
@@ -101,4 +108,3 @@ def command(
             [[names[i], *row] for i, row in enumerate(result.confusion)],
         )
     )
-    write_json_report(json_path, {"model": str(model), **vars(result)})

@@ -11,26 +11,19 @@ from qtool.commands.options import (
     force_option,
     json_option,
     model_argument,
+    split_list,
     write_json_report,
 )
-from qtool.quantization.quantize import (
-    FORMATS,
-    INT8_TYPES,
-    METHODS,
-    BudgetNotMet,
-    QuantizeReport,
-    quantize_model,
-)
+from qtool.data.sources import sources_help
+from qtool.quantization.quantize import quantize_model
+from qtool.quantization.report import BudgetNotMet, QuantizeReport
+from qtool.quantization.settings import FORMATS, INT8_TYPES, METHODS, QuantizeOptions
 from qtool.report import fmt_bytes, fmt_pct, show, table
 
 TOP_TENSORS = 10
 
 
-def _names(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-@click.command("quantize")
+@click.command("quantize", epilog=sources_help())
 @model_argument
 @click.option("--calib", required=True, help="Calibration data spec (train split by default).")
 @click.option(
@@ -127,25 +120,12 @@ def command(
     model: Path,
     calib: str,
     out: Path,
-    samples: int,
-    method: str,
-    fmt: str,
     per_tensor: bool,
-    activation_type: str,
-    weight_type: str,
-    reduce_range: bool | None,
     exclude_nodes: str | None,
     exclude_op_types: str | None,
-    input_name: str | None,
-    eval_data: str | None,
-    max_accuracy_drop: float | None,
-    fallback_step: int,
-    max_steps: int | None,
-    keep_best: bool,
-    debug_samples: int,
-    seed: int,
     json_path: Path | None,
     force: bool,
+    **settings,
 ) -> None:
     """Quantise MODEL to static INT8 with ONNX Runtime and measure what it cost.
 
@@ -167,16 +147,16 @@ def command(
       qtool quantize resnet50.onnx --input data --calib npz:images.npz --out r50.int8.onnx
     """
     check_outputs(force, [model], out=out, json_path=json_path)
-    options = dict(
-        samples=samples, method=method, fmt=fmt, per_channel=not per_tensor,
-        activation_type=activation_type, weight_type=weight_type, reduce_range=reduce_range,
-        exclude_nodes=_names(exclude_nodes), exclude_op_types=_names(exclude_op_types),
-        input_name=input_name, eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
-        keep_best=keep_best, seed=seed, force=force, debug_samples=debug_samples,
-        fallback_step=fallback_step, max_steps=max_steps,
-    )  # fmt: skip
+    # the other options are named like QuantizeOptions' fields, so errors that name a field
+    # (QtoolError.param) reach the right flag
+    options = QuantizeOptions(
+        per_channel=not per_tensor,
+        exclude_nodes=split_list(exclude_nodes),
+        exclude_op_types=split_list(exclude_op_types),
+        **settings,
+    )
     try:
-        report = quantize_model(model, out, calib, **options)
+        report = quantize_model(model, out, calib, options, force=force)
     except BudgetNotMet as exc:
         show_report(exc.report)
         write_json_report(json_path, exc.report.to_dict())

@@ -198,20 +198,14 @@ DEMO_PACKAGE_FLIPS = 3
 
 def stage_quantize(ctx: DemoContext) -> None:
     """Static INT8 with ONNX Runtime, calibrated on the train split, accuracy kept in budget."""
-    from qtool.quantization.quantize import BudgetNotMet, quantize_model
+    from qtool.quantization.quantize import BudgetNotMet, QuantizeOptions, quantize_model
 
     for rec in ctx.records.values():
         out = ctx.out_dir / f"{rec.name}.int8.onnx"
         info(f"quantising {rec.name} -> {out}")
         try:
-            report = quantize_model(
-                rec.paths["fp32"],
-                out,
-                rec.data,
-                max_accuracy_drop=DEMO_ACCURACY_BUDGET_PP,
-                seed=ctx.seed,
-                force=True,
-            )
+            options = QuantizeOptions(max_accuracy_drop=DEMO_ACCURACY_BUDGET_PP, seed=ctx.seed)
+            report = quantize_model(rec.paths["fp32"], out, rec.data, options, force=True)
         except BudgetNotMet as exc:
             ctx.notes.append(f"{rec.name}: INT8 budget not met ({exc}); no INT8 model")
             continue

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qtool.data.datasets import IMAGE_SUFFIXES, _images_to_float, fit_to_input
+from qtool.data.inputs import load_inputs
 from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe_member
 from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
@@ -29,53 +29,6 @@ class Prediction:
     label: int
     class_name: str
     probability: float
-
-
-def load_inputs(paths: list[Path], input_shape: list) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """Images (PNG/JPEG) and .npz arrays -> one batch fitted to the model input."""
-    channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
-    arrays, origin = [], []
-    for path in paths:
-        if not path.is_file():
-            raise QtoolError(f"input {path} does not exist: give image files or an .npz")
-        if path.suffix.lower() == ".npz":
-            x = _npz_samples(path)
-        elif path.suffix.lower() in IMAGE_SUFFIXES:
-            x = _image(path, channels)
-        else:
-            raise QtoolError(f"input {path} is neither an image (PNG/JPEG) nor an .npz file")
-        arrays.append(fit_to_input(x, input_shape))
-        origin += [(str(path), i) for i in range(len(x))]
-    return np.concatenate(arrays), origin
-
-
-def _npz_samples(path: Path) -> np.ndarray:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise QtoolError(f"{path} is not a readable .npz file ({exc})") from exc
-    for key in ("images", "x", "test_images", "inputs"):
-        if key in archive.files:
-            return _images_to_float(archive[key], path)[0]
-    if len(archive.files) == 1:
-        return _images_to_float(archive[archive.files[0]], path)[0]
-    raise QtoolError(
-        f"{path} holds {', '.join(archive.files)}; name the samples array 'images' or 'x'"
-    )
-
-
-def _image(path: Path, channels: int | None) -> np.ndarray:
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as exc:
-        raise QtoolError("image inputs need Pillow: pip install 'qtool[data]'") from exc
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB" if channels == 3 else "L")
-            arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise QtoolError(f"cannot read image {path}: {exc}") from exc
-    return _images_to_float(arr[None], path)[0]
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:

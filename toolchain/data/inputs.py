@@ -1,0 +1,58 @@
+"""Files a user hands `qtool predict` (images, .npz arrays) -> one batch for the model.
+
+Images go through the same decoder as `folder:` data sets (`qtool.data.images`), so a file
+predicts as it would evaluate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qtool.data.images import is_image_file, read_image, to_float_nchw
+from qtool.data.npz import open_npz
+from qtool.data.shaping import fit_to_input
+from qtool.errors import QtoolError
+
+NPZ_SAMPLE_KEYS = ("images", "x", "test_images", "inputs")
+
+
+def load_inputs(paths: list[Path], input_shape: list) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Images (PNG/JPEG) and .npz arrays -> one batch fitted to the model input.
+
+    Also returns, per row, the file it came from and its index in that file.
+    """
+    channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
+    arrays, origin = [], []
+    for path in paths:
+        if not path.is_file():
+            raise QtoolError(f"input {path} does not exist: give image files or an .npz")
+        if path.suffix.lower() == ".npz":
+            x = npz_samples(path)
+        elif is_image_file(path):
+            x = read_image(path, channels)
+        else:
+            raise QtoolError(f"input {path} is neither an image (PNG/JPEG) nor an .npz file")
+        arrays.append(fit_to_input(x, input_shape))
+        origin += [(str(path), i) for i in range(len(x))]
+    shapes = {a.shape[1:] for a in arrays}
+    if len(shapes) > 1:
+        raise QtoolError(
+            f"the inputs have different sizes ({', '.join(str(s) for s in sorted(shapes))}) and "
+            f"the model input {input_shape} does not fix one: give inputs of one size"
+        )
+    return np.concatenate(arrays), origin
+
+
+def npz_samples(path: Path) -> np.ndarray:
+    """The samples array of an .npz: `images`, `x`, `test_images`, `inputs`, or its only one."""
+    archive = open_npz(path)
+    for key in NPZ_SAMPLE_KEYS:
+        if key in archive.files:
+            return to_float_nchw(archive[key], path)[0]
+    if len(archive.files) == 1:
+        return to_float_nchw(archive[archive.files[0]], path)[0]
+    raise QtoolError(
+        f"{path} holds {', '.join(archive.files)}; name the samples array 'images' or 'x'"
+    )
