@@ -242,7 +242,7 @@ def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
 
     from qtool.deploy.verify import verify
     from qtool.faults.flip import FlipSettings, inject
-    from qtool.modelfile.locate import to_flippable
+    from qtool.modelfile.rewrite import to_flippable
 
     int8 = quantized(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.int8.onnx")
     # ORT stores some int32 tensors as varints; flip converts them to raw_data first (a
