@@ -10,13 +10,11 @@ import zipfile
 
 import numpy as np
 import pytest
-import reedsolo
 from builders import conv_model, digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
-from qtool.deploy.ecc import EccParams, encode_parity, repair
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import set_metadata
 from qtool.modelfile.save import save_model
@@ -204,23 +202,6 @@ def test_path_traversal_is_refused(tmp_path, bundle):
     os.symlink(outside, bundle / "lin.onnx")
     result = run("verify", bundle)
     assert result.exit_code == 2 and "outside the bundle" in result.output
-
-
-def test_ecc_parity_equals_reedsolo_and_repairs():
-    params = EccParams(16)
-    data = np.random.default_rng(0).integers(0, 256, 239 * 7 + 11, dtype=np.uint8).tobytes()
-    codec = reedsolo.RSCodec(16)
-    expected = b"".join(
-        bytes(codec.encode(data[i : i + 239]))[len(data[i : i + 239]) :]
-        for i in range(0, len(data), 239)
-    )
-    parity = encode_parity(data, params)
-    assert parity == expected
-    broken = bytearray(data)
-    for offset in (0, 5, 238, 239 * 7 + 10):
-        broken[offset] ^= 0x5A
-    fixed = repair(broken, parity, params)
-    assert fixed.data == data and sorted(fixed.corrected_offsets) == [0, 5, 238, 239 * 7 + 10]
 
 
 def test_bad_inputs_exit_2(tmp_path, model):
