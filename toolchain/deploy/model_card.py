@@ -1,6 +1,6 @@
 """MODEL_CARD.md: what the people responsible for a deployed model need to read.
 
-Built only from facts in the manifest and the `--report` JSON files, so every number in
+Built only from facts in the manifest and the bundled JSON reports, so every number in
 the card can be traced to a file in the bundle.
 """
 
