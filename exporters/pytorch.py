@@ -119,6 +119,11 @@ def torchscript_available() -> bool:
     return utils is not None and hasattr(utils, "export")
 
 
+def _common(opset: int) -> dict:
+    """Arguments both exporters take alike: opset and the input/output names."""
+    return {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+
+
 def _export_dynamo(module, example, opset: int, dynamic_batch: bool):
     import torch
 
@@ -127,12 +132,10 @@ def _export_dynamo(module, example, opset: int, dynamic_batch: bool):
         module,
         (example,),
         dynamo=True,
-        opset_version=opset,
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
         dynamic_shapes=dynamic,
         optimize=True,
         external_data=False,
+        **_common(opset),
     )
     return program.model_proto
 
@@ -150,11 +153,9 @@ def _export_torchscript(module, example, opset: int, dynamic_batch: bool):
             (example,),
             tmp,
             dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             do_constant_folding=True,
+            **_common(opset),
         )
         return onnx.load(tmp)
     finally:
