@@ -46,13 +46,8 @@ def big_model(path: Path, mb: int) -> Path:
     return path
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mb", type=int, default=20)
-    parser.add_argument("--flips", type=int, default=200)
-    args = parser.parse_args()
-    params = EccParams(16)
-
+def bench_encode(params: EccParams) -> None:
+    """qtool's vectorised encoder vs reedsolo's on the same bytes; the parity must agree."""
     data = np.random.default_rng(1).integers(0, 256, 239 * 2000, dtype=np.uint8).tobytes()
     t0 = time.perf_counter()
     ours = encode_parity(data, params)
@@ -68,47 +63,61 @@ def main() -> None:
         f"-> {t_ref / t_ours:.0f}x; overhead {len(ours) / len(data):.2%} (nsym 16, 8 bytes/chunk)"
     )
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        src = big_model(tmp / "big.onnx", args.mb)
-        t0 = time.perf_counter()
-        package(src, tmp / "bundle", ecc=True)
-        t_pack = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        assert verify(tmp / "bundle").intact
-        t_verify = time.perf_counter() - t0
-        size = src.stat().st_size / 1e6
-        print(
-            f"package --ecc of a {size:.0f} MB model: {t_pack:.2f} s; "
-            f"verify intact: {t_verify:.2f} s"
-        )
 
-        model_file = tmp / "bundle" / "big.onnx"
-        manifest = json.loads((tmp / "bundle" / "manifest.json").read_text())
-        records = manifest["initializers"]
-        original = model_file.read_bytes()
-        rng = np.random.default_rng(2)
-        detected = attributed = 0
-        t_flip = 0.0
-        for _ in range(args.flips):
-            rec = records[int(rng.integers(len(records)))]
-            element = int(rng.integers(rec["length"] // 4))
-            bit = int(rng.integers(32))
-            offset = rec["offset"] + element * 4 + bit // 8
-            data = bytearray(original)
-            data[offset] ^= 1 << (bit % 8)
-            model_file.write_bytes(bytes(data))
-            t0 = time.perf_counter()
-            result = verify(tmp / "bundle")
-            t_flip += time.perf_counter() - t0
-            detected += not result.intact
-            bits = [(t.name, b.element, b.bit) for t in result.tensors for b in t.bits]
-            attributed += bits == [(rec["name"], element, bit)]
-        model_file.write_bytes(original)
-        print(
-            f"{args.flips} random single-bit flips: detected {detected}, attributed to tensor/"
-            f"element/bit {attributed}; verify of a corrupted bundle {t_flip / args.flips:.2f} s"
-        )
+def bench_package(tmp: Path, mb: int) -> Path:
+    """Package and verify a model of about `mb` MB; return the bundle."""
+    src = big_model(tmp / "big.onnx", mb)
+    t0 = time.perf_counter()
+    package(src, tmp / "bundle", ecc=True)
+    t_pack = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert verify(tmp / "bundle").intact
+    t_verify = time.perf_counter() - t0
+    size = src.stat().st_size / 1e6
+    print(
+        f"package --ecc of a {size:.0f} MB model: {t_pack:.2f} s; verify intact: {t_verify:.2f} s"
+    )
+    return tmp / "bundle"
+
+
+def bench_detection(bundle: Path, flips: int) -> None:
+    """Random single-bit flips in the stored weights, each verified and attributed."""
+    model_file = bundle / "big.onnx"
+    records = json.loads((bundle / "manifest.json").read_text())["initializers"]
+    original = model_file.read_bytes()
+    rng = np.random.default_rng(2)
+    detected = attributed = 0
+    t_flip = 0.0
+    for _ in range(flips):
+        rec = records[int(rng.integers(len(records)))]
+        element = int(rng.integers(rec["length"] // 4))
+        bit = int(rng.integers(32))
+        offset = rec["offset"] + element * 4 + bit // 8
+        data = bytearray(original)
+        data[offset] ^= 1 << (bit % 8)
+        model_file.write_bytes(bytes(data))
+        t0 = time.perf_counter()
+        result = verify(bundle)
+        t_flip += time.perf_counter() - t0
+        detected += not result.intact
+        bits = [(t.name, b.element, b.bit) for t in result.tensors for b in t.bits]
+        attributed += bits == [(rec["name"], element, bit)]
+    model_file.write_bytes(original)
+    print(
+        f"{flips} random single-bit flips: detected {detected}, attributed to tensor/"
+        f"element/bit {attributed}; verify of a corrupted bundle {t_flip / flips:.2f} s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=20)
+    parser.add_argument("--flips", type=int, default=200)
+    args = parser.parse_args()
+    bench_encode(EccParams(16))
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = bench_package(Path(tmp), args.mb)
+        bench_detection(bundle, args.flips)
 
 
 if __name__ == "__main__":

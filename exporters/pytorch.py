@@ -1,11 +1,10 @@
-"""PyTorch -> ONNX export and the parity check that proves the export computes the same thing.
+"""PyTorch -> ONNX export: user model files, the exporters, and a clean exported graph.
 
-Two exporters: `dynamo` (torch.export based, the default since torch 2.9; its lowest opset is
-18, older opsets are refused here instead of silently coming out as 18) and `torchscript`
-(the legacy tracer, deprecated in torch 2.9+; used when it exists, with a clear message when a
-torch build no longer ships it). The parity check feeds the same samples through torch and
-through an ONNX Runtime session with the optimisations users get, at batch 1 and in batches
-of up to 32, and compares scores element by element like numpy.allclose.
+Two exporters, one entry each in EXPORTERS: `dynamo` (torch.export based, the default since
+torch 2.9; its lowest opset is 18, older opsets are refused here instead of silently coming
+out as 18) and `torchscript` (the legacy tracer, deprecated in torch 2.9+; used when it
+exists, with a clear message when a torch build no longer ships it). The check that an
+export computes what the module computes is `qtool.exporters.parity`.
 """
 
 from __future__ import annotations
@@ -18,19 +17,14 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from qtool.errors import QtoolError, WorkFailed
 
-EXPORTERS = ("dynamo", "torchscript")
 MIN_DYNAMO_OPSET = 18
-DEFAULT_OPSET = {"dynamo": 18, "torchscript": 17}
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-PARITY_BATCH = 32
 
 
 # --- user model files ------------------------------------------------------------------------
@@ -85,22 +79,6 @@ def load_factory(spec: str):
     return model, path
 
 
-def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
-    """'1,3,224,224' -> (1, 3, 224, 224); bad text is bad input."""
-    if text is None:
-        return None
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
-    except ValueError:
-        dims = ()
-    if len(dims) < 2 or any(d <= 0 for d in dims):
-        raise QtoolError(
-            f"--input-shape {text!r} is not a shape: give positive sizes like 1,3,224,224 "
-            "(batch first)"
-        )
-    return dims
-
-
 # --- export ----------------------------------------------------------------------------------
 
 
@@ -141,68 +119,25 @@ def torchscript_available() -> bool:
     return utils is not None and hasattr(utils, "export")
 
 
-def export_onnx(
-    module,
-    input_shape: tuple[int, ...],
-    *,
-    opset: int | None = None,
-    dynamic_batch: bool = True,
-    exporter: str = "dynamo",
-):
-    """Export `module` (eval mode) to an in-memory onnx.ModelProto with one input `input`
-    (batch dimension symbolic unless dynamic_batch is False) and output `logits`."""
+def _common(opset: int) -> dict:
+    """Arguments both exporters take alike: opset and the input/output names."""
+    return {"opset_version": opset, "input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+
+
+def _export_dynamo(module, example, opset: int, dynamic_batch: bool):
     import torch
 
-    if exporter not in EXPORTERS:
-        raise QtoolError(f"unknown exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
-    opset = DEFAULT_OPSET[exporter] if opset is None else int(opset)
-    if exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
-        raise QtoolError(
-            f"the dynamo exporter of torch {torch.__version__} writes opset "
-            f">= {MIN_DYNAMO_OPSET} only (asked for {opset}): use --opset {MIN_DYNAMO_OPSET} "
-            "or --exporter torchscript"
-        )
-    if exporter == "torchscript" and not torchscript_available():
-        raise QtoolError(
-            f"torch {torch.__version__} no longer ships the TorchScript ONNX exporter: "
-            "use --exporter dynamo"
-        )
-    shape = list(input_shape)
-    if dynamic_batch and shape[0] == 1:
-        shape[0] = 2  # torch.export specialises a size-1 dimension; 2 keeps batch symbolic
-    if not dynamic_batch:
-        shape[0] = input_shape[0]
-    example = torch.zeros(shape, dtype=torch.float32)
-    module = module.eval()
-    try:
-        with torch.no_grad(), _quiet_exporter(), torch_threads(1):
-            if exporter == "dynamo":
-                dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-                program = torch.onnx.export(
-                    module,
-                    (example,),
-                    dynamo=True,
-                    opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes=dynamic,
-                    optimize=True,
-                    external_data=False,
-                )
-                model = program.model_proto
-            else:
-                model = _export_torchscript(module, example, opset, dynamic_batch)
-    except QtoolError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = (
-            "try --static-batch or --exporter torchscript"
-            if exporter == "dynamo"
-            else "try --exporter dynamo"
-        )
-        raise WorkFailed(f"the {exporter} exporter failed: {first[:200]}; {hint}") from exc
-    return simplify(model)
+    dynamic = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    program = torch.onnx.export(
+        module,
+        (example,),
+        dynamo=True,
+        dynamic_shapes=dynamic,
+        optimize=True,
+        external_data=False,
+        **_common(opset),
+    )
+    return program.model_proto
 
 
 def _export_torchscript(module, example, opset: int, dynamic_batch: bool):
@@ -218,15 +153,110 @@ def _export_torchscript(module, example, opset: int, dynamic_batch: bool):
             (example,),
             tmp,
             dynamo=False,
-            opset_version=opset,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
             dynamic_axes=axes,
             do_constant_folding=True,
+            **_common(opset),
         )
         return onnx.load(tmp)
     finally:
         os.unlink(tmp)
+
+
+def _check_dynamo(opset: int) -> None:
+    import torch
+
+    if opset < MIN_DYNAMO_OPSET:
+        raise QtoolError(
+            f"the dynamo exporter of torch {torch.__version__} writes opset "
+            f">= {MIN_DYNAMO_OPSET} only (asked for {opset}): ask for opset "
+            f"{MIN_DYNAMO_OPSET} or use the torchscript exporter",
+            param="opset",
+        )
+
+
+def _check_torchscript(opset: int) -> None:
+    import torch
+
+    if not torchscript_available():
+        raise QtoolError(
+            f"torch {torch.__version__} no longer ships the TorchScript ONNX exporter: "
+            "use the dynamo exporter",
+            param="exporter",
+        )
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """One torch -> ONNX exporter: its default opset, what it refuses, how it runs."""
+
+    name: str
+    default_opset: int
+    check: Callable[[int], None]  # raises QtoolError for an opset/torch it cannot serve
+    run: Callable  # (module, example, opset, dynamic_batch) -> onnx.ModelProto
+    retry_hint: str  # what to try when it fails on a model
+
+
+EXPORTERS: dict[str, Exporter] = {
+    e.name: e
+    for e in (
+        Exporter(
+            "dynamo", 18, _check_dynamo, _export_dynamo,
+            "try a static batch size or the torchscript exporter",
+        ),
+        Exporter("torchscript", 17, _check_torchscript, _export_torchscript,
+                 "try the dynamo exporter"),
+    )
+}  # fmt: skip
+DEFAULT_OPSET = {name: e.default_opset for name, e in EXPORTERS.items()}
+
+
+def get_exporter(name: str) -> Exporter:
+    if name not in EXPORTERS:
+        raise QtoolError(
+            f"unknown exporter {name!r}: use {' or '.join(EXPORTERS)}", param="exporter"
+        )
+    return EXPORTERS[name]
+
+
+def _example_input(input_shape: tuple[int, ...], dynamic_batch: bool):
+    """A zero input to trace with; a dynamic batch is traced at 2, since torch.export
+    specialises a size-1 dimension."""
+    import torch
+
+    shape = list(input_shape)
+    if dynamic_batch and shape[0] == 1:
+        shape[0] = 2
+    return torch.zeros(shape, dtype=torch.float32)
+
+
+def export_onnx(
+    module,
+    input_shape: tuple[int, ...],
+    *,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    exporter: str = "dynamo",
+):
+    """Export `module` (eval mode) to an in-memory onnx.ModelProto with one input `input`
+    (batch dimension symbolic unless dynamic_batch is False) and output `logits`."""
+    import torch
+
+    chosen = get_exporter(exporter)
+    opset = chosen.default_opset if opset is None else int(opset)
+    chosen.check(opset)
+    example = _example_input(tuple(input_shape), dynamic_batch)
+    module = module.eval()
+    try:
+        with torch.no_grad(), _quiet_exporter(), torch_threads(1):
+            model = chosen.run(module, example, opset, dynamic_batch)
+    except QtoolError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WorkFailed(
+            f"the {exporter} exporter failed: {first[:200]}; {chosen.retry_hint}"
+        ) from exc
+    return simplify(model)
 
 
 def simplify(model):
@@ -267,107 +297,3 @@ def strip_debug_info(model) -> None:
                     graphs.append(attr.g)
                 graphs.extend(attr.graphs)
     model.doc_string = ""
-
-
-# --- parity ----------------------------------------------------------------------------------
-
-
-@dataclass
-class ParityResult:
-    """How closely ONNX Runtime reproduces torch on the same samples."""
-
-    samples: int
-    max_abs_diff: float
-    max_rel_diff: float  # max |onnx - torch| / max |torch|
-    top1_agreement: float
-    atol: float
-    rtol: float
-    passed: bool
-    batches: list[int]
-    source: str = ""
-
-    def summary(self) -> str:
-        return (
-            f"max abs diff {self.max_abs_diff:.3g}, max rel diff {self.max_rel_diff:.3g}, "
-            f"top-1 agreement {100 * self.top1_agreement:.2f} % on {self.samples} samples "
-            f"(atol {self.atol:g}, rtol {self.rtol:g})"
-        )
-
-
-def _first_output(out):
-    import torch
-
-    while isinstance(out, (tuple, list)):
-        out = out[0]
-    if isinstance(out, dict):
-        out = next(iter(out.values()))
-    if not isinstance(out, torch.Tensor):
-        raise QtoolError(f"the model returned {type(out).__name__}; qtool needs a tensor output")
-    return out
-
-
-def check_parity(
-    module,
-    model_bytes: bytes,
-    samples: np.ndarray,
-    *,
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
-    static_batch: int | None = None,
-    source: str = "",
-) -> ParityResult:
-    """Run `samples` (already prepared: shaped and normalised) through torch and ORT.
-
-    Dynamic models are checked at batch 1 (first sample) and in batches of up to 32; a
-    static-batch model in batches of exactly its size. Passing means every score satisfies
-    |onnx - torch| <= atol + rtol * |torch| and all are finite.
-    """
-    import onnxruntime as ort
-    import torch
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
-    if static_batch:
-        usable = len(samples) - len(samples) % static_batch
-        samples = samples[: max(usable, 0)]
-        chunks = [samples[i : i + static_batch] for i in range(0, len(samples), static_batch)]
-    else:
-        chunks = [samples[:1]] + [
-            samples[i : i + PARITY_BATCH] for i in range(0, len(samples), PARITY_BATCH)
-        ]
-    if not chunks or not len(samples):
-        raise QtoolError("no samples for the parity check")
-    ref_parts, got_parts = [], []
-    module = module.eval()
-    with torch.no_grad(), torch_threads(1):
-        for chunk in chunks:
-            ref_parts.append(_first_output(module(torch.from_numpy(chunk))).numpy())
-            got_parts.append(session.run(None, {name: chunk})[0])
-    ref = np.concatenate([r.reshape(len(r), -1) for r in ref_parts])
-    got = np.concatenate([g.reshape(len(g), -1) for g in got_parts])
-    if ref.shape != got.shape:
-        return ParityResult(
-            len(ref), float("inf"), float("inf"), 0.0, atol, rtol, False,
-            [len(c) for c in chunks], source,
-        )  # fmt: skip
-    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    finite = bool(np.isfinite(got).all() and np.isfinite(ref).all())
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    passed = finite and bool(np.all(diff <= atol + rtol * np.abs(ref)))
-    top1 = float(np.mean(np.argmax(got, axis=1) == np.argmax(ref, axis=1))) if ref.size else 1.0
-    return ParityResult(
-        samples=int(len(samples)),
-        max_abs_diff=max_abs if finite else float("inf"),
-        max_rel_diff=(max_abs / scale if scale else max_abs) if finite else float("inf"),
-        top1_agreement=top1,
-        atol=float(atol),
-        rtol=float(rtol),
-        passed=passed,
-        batches=sorted({len(c) for c in chunks}),
-        source=source,
-    )

@@ -9,8 +9,9 @@ accuracy (ties: lower validation loss) is kept, so a late wobble does not cost a
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,6 +82,69 @@ def _shift(batch, max_shift: int, generator, torch):
     return out
 
 
+@contextlib.contextmanager
+def _deterministic(torch) -> Iterator[None]:
+    """Deterministic algorithms on and TRAIN_THREADS threads while training; restored after.
+
+    One thread: results then do not depend on the core count, and on a shared 2-core box
+    OpenMP's second thread mostly spins at barriers (measured 20x slower under load).
+    """
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    was_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
+        torch.set_num_threads(was_threads)
+
+
+@dataclass
+class _Run:
+    """What one training run steps: module, optimiser, schedule, and its random stream."""
+
+    module: object
+    optimizer: object
+    scheduler: object
+    loss_fn: object
+    generator: object
+    norm: dict
+    batch_size: int
+    shift: int
+
+
+def _train_epoch(run: _Run, xt, yt, torch) -> float:
+    """One pass over the shuffled training set; returns the mean training loss."""
+    run.module.train()
+    order = torch.randperm(len(xt), generator=run.generator)
+    total, seen = 0.0, 0
+    for i in range(0, len(xt), run.batch_size):
+        idx = order[i : i + run.batch_size]
+        xb = xt[idx]
+        if run.shift:
+            xb = _shift(xb, run.shift, run.generator, torch)
+        logits = run.module(_normalize(xb, run.norm, torch))
+        loss = run.loss_fn(logits, yt[idx])
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return total / max(seen, 1)
+
+
+def _validate(run: _Run, xv, yv, torch) -> tuple[float, float]:
+    """(accuracy, loss) on the normalised validation set."""
+    run.module.eval()
+    with torch.no_grad():
+        val_logits = run.module(xv)
+        val_loss = float(run.loss_fn(val_logits, yv))
+        val_acc = float((val_logits.argmax(1) == yv).float().mean())
+    return val_acc, val_loss
+
+
 def train(
     spec: ModelSpec,
     x_train: np.ndarray,
@@ -106,18 +170,10 @@ def train(
     xtr = _prepare(np.asarray(x_train, dtype=np.float32), spec)
     xva = _prepare(np.asarray(x_val, dtype=np.float32), spec)
     norm = compute_normalization(xtr, spec.normalization)
-    num_classes = len(class_names)
-
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True)
-    # One thread: results then do not depend on the core count, and on a shared 2-core box
-    # OpenMP's second thread mostly spins at barriers (measured 20x slower under load).
-    torch.set_num_threads(TRAIN_THREADS)
-    try:
+    with _deterministic(torch):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        module = spec.build(input_shape, num_classes)
+        module = spec.build(input_shape, len(class_names))
         xt, yt = torch.from_numpy(xtr), torch.from_numpy(np.asarray(y_train, dtype=np.int64))
         xv = _normalize(torch.from_numpy(xva), norm, torch)
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
@@ -126,46 +182,10 @@ def train(
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
         )
-        loss_fn = torch.nn.CrossEntropyLoss()
         shift = spec.augment_shift if spec.input_kind == "image" else 0
-        best: tuple[float, float] | None = None
-        best_state, best_epoch, history = None, 0, []
-        for epoch in range(1, epochs + 1):
-            module.train()
-            order = torch.randperm(len(xt), generator=generator)
-            total, seen = 0.0, 0
-            for i in range(0, len(xt), spec.batch_size):
-                idx = order[i : i + spec.batch_size]
-                xb = xt[idx]
-                if shift:
-                    xb = _shift(xb, shift, generator, torch)
-                logits = module(_normalize(xb, norm, torch))
-                loss = loss_fn(logits, yt[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
-            module.eval()
-            with torch.no_grad():
-                val_logits = module(xv)
-                val_loss = float(loss_fn(val_logits, yv))
-                val_acc = float((val_logits.argmax(1) == yv).float().mean())
-            stats = EpochStats(epoch, total / max(seen, 1), val_acc, val_loss)
-            history.append(stats)
-            if best is None or (val_acc, -val_loss) > best:
-                best = (val_acc, -val_loss)
-                best_epoch = epoch
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            if on_epoch is not None:
-                on_epoch(stats)
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
-    finally:
-        torch.use_deterministic_algorithms(was_deterministic)
-        torch.set_num_threads(was_threads)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        run = _Run(module, optimizer, scheduler, loss_fn, generator, norm, spec.batch_size, shift)
+        best, best_epoch, history = _fit(run, xt, yt, xv, yv, epochs, on_epoch, torch)
     config = {
         "model": spec.name,
         "dataset": dataset,
@@ -184,6 +204,28 @@ def train(
         "torch_version": torch.__version__,
     }
     return TrainResult(module, config, history, time.perf_counter() - start)
+
+
+def _fit(run: _Run, xt, yt, xv, yv, epochs: int, on_epoch, torch):
+    """Train for `epochs`, keep the best epoch's weights (val accuracy, then lower val loss)
+    in `run.module` (eval mode); return (best score, best epoch, history)."""
+    best: tuple[float, float] | None = None
+    best_state, best_epoch, history = None, 0, []
+    for epoch in range(1, epochs + 1):
+        loss = _train_epoch(run, xt, yt, torch)
+        val_acc, val_loss = _validate(run, xv, yv, torch)
+        stats = EpochStats(epoch, loss, val_acc, val_loss)
+        history.append(stats)
+        if best is None or (val_acc, -val_loss) > best:
+            best = (val_acc, -val_loss)
+            best_epoch = epoch
+            best_state = {k: v.detach().clone() for k, v in run.module.state_dict().items()}
+        if on_epoch is not None:
+            on_epoch(stats)
+    if best_state is not None:
+        run.module.load_state_dict(best_state)
+    run.module.eval()
+    return best, best_epoch, history
 
 
 def predict(module, x: np.ndarray, config: dict, batch: int = 256) -> np.ndarray:

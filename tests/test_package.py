@@ -10,13 +10,11 @@ import zipfile
 
 import numpy as np
 import pytest
-import reedsolo
 from builders import conv_model, digits_linear_weights, linear_image_model, save
 from click.testing import CliRunner
 
 from qtool.cli import main
 from qtool.data.datasets import load_dataset
-from qtool.deploy.ecc import EccParams, encode_parity, repair
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import set_metadata
 from qtool.modelfile.save import save_model
@@ -206,23 +204,6 @@ def test_path_traversal_is_refused(tmp_path, bundle):
     assert result.exit_code == 2 and "outside the bundle" in result.output
 
 
-def test_ecc_parity_equals_reedsolo_and_repairs():
-    params = EccParams(16)
-    data = np.random.default_rng(0).integers(0, 256, 239 * 7 + 11, dtype=np.uint8).tobytes()
-    codec = reedsolo.RSCodec(16)
-    expected = b"".join(
-        bytes(codec.encode(data[i : i + 239]))[len(data[i : i + 239]) :]
-        for i in range(0, len(data), 239)
-    )
-    parity = encode_parity(data, params)
-    assert parity == expected
-    broken = bytearray(data)
-    for offset in (0, 5, 238, 239 * 7 + 10):
-        broken[offset] ^= 0x5A
-    fixed = repair(broken, parity, params)
-    assert fixed.data == data and sorted(fixed.corrected_offsets) == [0, 5, 238, 239 * 7 + 10]
-
-
 def test_bad_inputs_exit_2(tmp_path, model):
     for args, message in [
         (["verify", tmp_path / "nope"], "does not exist"),
@@ -242,7 +223,7 @@ def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
 
     from qtool.deploy.verify import verify
     from qtool.faults.flip import FlipSettings, inject
-    from qtool.modelfile.locate import to_flippable
+    from qtool.modelfile.rewrite import to_flippable
 
     int8 = quantized(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.int8.onnx")
     # ORT stores some int32 tensors as varints; flip converts them to raw_data first (a

@@ -7,8 +7,23 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
-from qtool.from_torch.export import export_model
+from qtool.from_torch.export import ExportReport, ExportSettings, export_model
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, show, table
+
+
+def parse_input_shape(ctx, param, text: str | None) -> tuple[int, ...] | None:
+    """'1,3,224,224' (or 1x3x224x224) -> (1, 3, 224, 224)."""
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or any(d <= 0 for d in dims):
+        raise click.BadParameter(
+            f"{text!r} is not a shape: give positive sizes like 1,3,224,224 (batch first)"
+        )
+    return dims
 
 
 @click.command("export")
@@ -45,6 +60,7 @@ from qtool.report import fmt_bytes, fmt_count, fmt_pct, show, table
 @click.option(
     "--input-shape",
     default=None,
+    callback=parse_input_shape,
     help="Input shape, batch first, e.g. 1,3,224,224 (required for file.py:factory models).",
 )
 @click.option(
@@ -77,42 +93,38 @@ def command(
       qtool export mlp --weights mlp.pt --out mlp.onnx --exporter torchscript --opset 17
     """
     check_outputs(force, [weights], out=out, json_path=json_path)
-    report = export_model(
-        model,
-        out,
-        weights=weights,
+    settings = ExportSettings(
+        exporter=exporter,
         opset=opset,
         static_batch=static_batch,
-        exporter=exporter,
         atol=atol,
         rtol=rtol,
         input_shape=input_shape,
         data_spec=data_spec,
         seed=seed,
-        force=force,
     )
+    report = export_model(model, out, weights=weights, settings=settings, force=force)
+    show(_summary_table(report))
+    write_json_report(json_path, vars(report))
+
+
+def _summary_table(report: ExportReport):
     p = report.parity
     batch_kind = "dynamic" if report.dynamic_batch else "static"
-    show(
-        table(
-            f"exported {report.model} -> {report.out}",
-            ["property", "value"],
-            [
-                ["exporter / opset", f"{report.exporter} / {report.opset}"],
-                [
-                    "input shape",
-                    f"{report.input_shape} ({batch_kind} batch)",
-                ],
-                ["file size", fmt_bytes(report.file_bytes)],
-                ["parameters", f"{fmt_count(report.parameters)} ({report.parameters})"],
-                ["FLOPs (batch 1)", fmt_count(report.flops)],
-                ["parity samples", f"{p['samples']} from {p['source']}"],
-                ["max abs diff", f"{p['max_abs_diff']:.3g} (atol {p['atol']:g})"],
-                ["max rel diff", f"{p['max_rel_diff']:.3g} (rtol {p['rtol']:g})"],
-                ["top-1 agreement", fmt_pct(p["top1_agreement"])],
-                ["batches checked", ", ".join(map(str, p["batches"]))],
-                ["time", f"{report.seconds:.1f} s"],
-            ],
-        )
+    return table(
+        f"exported {report.model} -> {report.out}",
+        ["property", "value"],
+        [
+            ["exporter / opset", f"{report.exporter} / {report.opset}"],
+            ["input shape", f"{report.input_shape} ({batch_kind} batch)"],
+            ["file size", fmt_bytes(report.file_bytes)],
+            ["parameters", f"{fmt_count(report.parameters)} ({report.parameters})"],
+            ["FLOPs (batch 1)", fmt_count(report.flops)],
+            ["parity samples", f"{p['samples']} from {p['source']}"],
+            ["max abs diff", f"{p['max_abs_diff']:.3g} (atol {p['atol']:g})"],
+            ["max rel diff", f"{p['max_rel_diff']:.3g} (rtol {p['rtol']:g})"],
+            ["top-1 agreement", fmt_pct(p["top1_agreement"])],
+            ["batches checked", ", ".join(map(str, p["batches"]))],
+            ["time", f"{report.seconds:.1f} s"],
+        ],
     )
-    write_json_report(json_path, vars(report))

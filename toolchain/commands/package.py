@@ -39,14 +39,14 @@ from qtool.report import fmt_bytes, show, table
 )
 @click.option(
     "--report",
-    "reports",
+    "report_paths",
     multiple=True,
     type=click.Path(path_type=Path),
     help="--json output of eval/quantize/bench/flip to bundle (repeatable).",
 )
 @click.option("--intended-use", default=None, help="Intended-use text for MODEL_CARD.md.")
 @force_option
-def command(model, out, fmt, ecc, ecc_nsym, reports, intended_use, force) -> None:
+def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -> None:
     """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md and optional ECC parity.
 
     \b
@@ -60,7 +60,7 @@ def command(model, out, fmt, ecc, ecc_nsym, reports, intended_use, force) -> Non
         fmt=fmt,
         ecc=ecc,
         nsym=ecc_nsym,
-        report_paths=list(reports),
+        report_paths=list(report_paths),
         intended_use=intended_use,
         force=force,
     )

@@ -16,16 +16,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qtool.errors import QtoolError
+from qtool.errors import MissingExtra, QtoolError
 
 DEFAULT_NSYM = 16
+SCHEME = "reed-solomon GF(2^8), prim 0x11d, generator 2 (reedsolo)"
 
 
 def _reedsolo():
     try:
         import reedsolo
     except ImportError as exc:
-        raise QtoolError("--ecc needs the reedsolo package: pip install 'qtool[ecc]'") from exc
+        raise MissingExtra("reedsolo", "ecc", "Reed-Solomon parity") from exc
     return reedsolo
 
 
@@ -87,6 +88,30 @@ def encode_parity(data: bytes | bytearray | memoryview, params: EccParams) -> by
         rem[:, -1] = 0
         rem ^= by_generator[feedback]
     return rem.tobytes()
+
+
+def encode_covers(files: list[tuple[str, bytes]], params: EccParams) -> tuple[bytes, list[dict]]:
+    """Parity of several files, concatenated, and where each file's part lies in it."""
+    parts, covers, offset = [], [], 0
+    for name, data in files:
+        parity = encode_parity(data, params)
+        covers.append(
+            {"file": name, "bytes": len(data), "parity_offset": offset, "parity_bytes": len(parity)}
+        )
+        parts.append(parity)
+        offset += len(parity)
+    return b"".join(parts), covers
+
+
+def damaged_chunks(data: bytes, parity: bytes, params: EccParams) -> list[int]:
+    """Chunks whose recomputed parity differs from the stored one: the only ones worth
+    decoding (recomputing is vectorised; decoding is not)."""
+    current, nsym = encode_parity(data, params), params.nsym
+    return [
+        c
+        for c in range(len(parity) // nsym)
+        if current[c * nsym : (c + 1) * nsym] != parity[c * nsym : (c + 1) * nsym]
+    ]
 
 
 @dataclass

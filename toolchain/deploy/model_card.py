@@ -1,6 +1,6 @@
 """MODEL_CARD.md: what the people responsible for a deployed model need to read.
 
-Built only from facts in the manifest and the `--report` JSON files, so every number in
+Built only from facts in the manifest and the bundled JSON reports, so every number in
 the card can be traced to a file in the bundle.
 """
 
@@ -16,10 +16,22 @@ def _find(reports: dict, predicate) -> list[tuple[str, dict]]:
 
 
 def render_model_card(manifest: dict, intended_use: str | None = None) -> str:
+    """The card's Markdown: every number comes from the manifest or a bundled report."""
     reports = manifest.get("reports") or {}
+    lines = _about(manifest, intended_use)
+    lines += ["", "## Accuracy", "", *_accuracy(reports)]
+    lines += ["", "## Latency and energy", ""]
+    lines += _report_lines(reports, _is_bench, _bench_line, "benchmark", "bench")
+    lines += ["", "## Robustness to bit flips in stored weights", ""]
+    lines += _report_lines(reports, _is_flip, _flip_line, "bit-flip", "flip")
+    lines += ["", *_integrity(manifest.get("ecc")), ""]
+    return "\n".join(lines)
+
+
+def _about(manifest: dict, intended_use: str | None) -> list[str]:
     name = manifest.get("model_name") or manifest["model"]["file"]
     quant = manifest.get("quantization")
-    lines = [
+    return [
         f"# Model card: {name}",
         "",
         f"File `{manifest['model']['file']}`, bundled {manifest['created']} by qtool "
@@ -40,38 +52,46 @@ def render_model_card(manifest: dict, intended_use: str | None = None) -> str:
         f"- Input: {_inputs(manifest['inputs'])}",
         f"- Preprocessing: {manifest['preprocessing'].get('normalization') or 'none recorded'}",
         f"- Quantisation: {quant if quant else 'none (FP32)'}",
-        "",
-        "## Accuracy",
-        "",
     ]
-    evals = _find(reports, lambda r: "accuracy" in r and "confusion" in r)
-    if evals:
-        for report_name, r in evals:
-            line = f"- {_pct(r['accuracy'])} on {r.get('samples')} samples of {r.get('data')} "
-            line += f"({r.get('split')}), from `reports/{report_name}`"
-            if r.get("sensitivity") is not None:
-                line += f"; sensitivity {_pct(r['sensitivity'])}, specificity "
-                line += f"{_pct(r['specificity'])} (positive: {r.get('positive_class')})"
-            lines.append(line)
-    else:
-        lines.append("- No evaluation report bundled (add one with `--report eval.json`).")
-    lines += ["", "## Latency and energy", ""]
-    benches = _find(reports, lambda r: "energy" in r or "latency" in str(list(r))[:400])
-    if benches:
-        for report_name, r in benches:
-            lines.append(f"- See `reports/{report_name}`. {_bench_line(r)}")
-    else:
-        lines.append("- No benchmark report bundled (add one with `--report bench.json`).")
-    lines += ["", "## Robustness to bit flips in stored weights", ""]
-    flips = _find(reports, lambda r: "budgets" in r or "flips" in r or "campaign" in r)
-    if flips:
-        for report_name, r in flips:
-            lines.append(f"- See `reports/{report_name}`. {_flip_line(r)}")
-    else:
-        lines.append("- No bit-flip report bundled (add one with `--report flips.json`).")
-    ecc = manifest.get("ecc")
-    lines += [
-        "",
+
+
+def _is_eval(r: dict) -> bool:
+    return "accuracy" in r and "confusion" in r
+
+
+def _is_bench(r: dict) -> bool:
+    return "energy" in r or "latency" in str(list(r))[:400]
+
+
+def _is_flip(r: dict) -> bool:
+    return "budgets" in r or "flips" in r or "campaign" in r
+
+
+def _missing(kind: str, command: str) -> str:
+    return f"- No {kind} report bundled (package with the JSON report of `qtool {command}`)."
+
+
+def _accuracy(reports: dict) -> list[str]:
+    lines = []
+    for report_name, r in _find(reports, _is_eval):
+        line = f"- {_pct(r['accuracy'])} on {r.get('samples')} samples of {r.get('data')} "
+        line += f"({r.get('split')}), from `reports/{report_name}`"
+        if r.get("sensitivity") is not None:
+            line += f"; sensitivity {_pct(r['sensitivity'])}, specificity "
+            line += f"{_pct(r['specificity'])} (positive: {r.get('positive_class')})"
+        lines.append(line)
+    return lines or [_missing("evaluation", "eval")]
+
+
+def _report_lines(reports: dict, predicate, describe, kind: str, command: str) -> list[str]:
+    found = _find(reports, predicate)
+    lines = [f"- See `reports/{name}`. {describe(r)}" for name, r in found]
+    return lines or [_missing(kind, command)]
+
+
+def _integrity(ecc: dict | None) -> list[str]:
+    """How to check the bundle; the commands are for the operator reading the card."""
+    lines = [
         "## Integrity",
         "",
         "Run `qtool verify <bundle>` before loading; `qtool predict` does so itself and refuses",
@@ -85,8 +105,7 @@ def render_model_card(manifest: dict, intended_use: str | None = None) -> str:
             f"up to {ecc['correctable_bytes_per_chunk']} corrupted bytes per chunk: "
             "`qtool verify --repair <bundle>`."
         )
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _inputs(inputs: list[dict]) -> str:

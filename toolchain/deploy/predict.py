@@ -6,7 +6,6 @@ The bundle is verified first; a bundle whose bytes differ from its manifest is r
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import numpy as np
 import onnx
 
 from qtool.data.inputs import load_inputs
-from qtool.deploy.bundle import extract_archive, is_archive, read_manifest, safe_member
+from qtool.deploy.archive import opened_bundle
+from qtool.deploy.manifest import read_manifest, safe_member
 from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import model_io, run_scores
@@ -40,28 +40,36 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _verified_model(bundle: Path, folder: Path) -> tuple[bytes | Path, dict, str]:
+    """(session source, qtool metadata, manifest sha256) of a bundle that verifies intact.
+
+    The model bytes are read once, checked against the manifest, and those same bytes are
+    run (not a second read of the file that was checked).
+    """
+    result = verify(folder)
+    if not result.intact:
+        changed = [t.name for t in result.tensors[:5]] or result.changed_files
+        raise WorkFailed(
+            f"bundle {bundle} failed verification ({', '.join(changed)} changed); refusing to "
+            "predict. Verify it for the details, and repair it if it was packaged with ECC"
+        )
+    manifest = read_manifest(folder)
+    model_path = safe_member(folder, manifest["model"]["file"])
+    model_bytes = model_path.read_bytes()
+    expected = manifest["files"][manifest["model"]["file"]]["sha256"]
+    if hashlib.sha256(model_bytes).hexdigest() != expected:
+        raise WorkFailed(f"{model_path} changed while it was being verified; refusing it")
+    meta = qtool_metadata(onnx.load_model_from_string(model_bytes))
+    source = model_path if manifest["model"].get("data_files") else model_bytes
+    return source, meta, result.manifest_sha256
+
+
 def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], dict]:
-    """Verify, then run the verified bytes (not a second read of the file that was checked)."""
+    """Verify, then classify `inputs` with the verified model; refuses a changed bundle."""
     if not bundle.exists():
         raise QtoolError(f"bundle {bundle} does not exist: check the path")
-    with tempfile.TemporaryDirectory(prefix="qtool-predict-") as tmp:
-        folder = extract_archive(bundle, Path(tmp)) if is_archive(bundle) else bundle
-        result = verify(folder)
-        if not result.intact:
-            changed = [t.name for t in result.tensors[:5]] or result.changed_files
-            raise WorkFailed(
-                f"bundle {bundle} failed verification ({', '.join(changed)} changed); refusing "
-                "to predict. Run qtool verify for details, or qtool verify --repair with ECC"
-            )
-        manifest = read_manifest(folder)
-        model_path = safe_member(folder, manifest["model"]["file"])
-        model_bytes = model_path.read_bytes()
-        expected = manifest["files"][manifest["model"]["file"]]["sha256"]
-        if hashlib.sha256(model_bytes).hexdigest() != expected:
-            raise WorkFailed(f"{model_path} changed while it was being verified; refusing it")
-        # metadata (normalisation, class names) from the verified bytes, not a re-read
-        meta = qtool_metadata(onnx.load_model_from_string(model_bytes))
-        source = model_path if manifest["model"].get("data_files") else model_bytes
+    with opened_bundle(bundle, prefix="qtool-predict-") as folder:
+        source, meta, manifest_sha = _verified_model(bundle, folder)
         session = make_session(source)
     io = model_io(session, meta)
     x, origin = load_inputs(inputs, io.input_shape)
@@ -78,4 +86,4 @@ def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], 
         )
         for row, ((src, idx), label) in enumerate(zip(origin, labels, strict=True))
     ]
-    return predictions, {"manifest_sha256": result.manifest_sha256}
+    return predictions, {"manifest_sha256": manifest_sha}

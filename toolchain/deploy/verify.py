@@ -9,20 +9,12 @@ gives the exact byte, hence the element index and bit, and the original value.
 from __future__ import annotations
 
 import hashlib
-import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qtool.deploy.bundle import (
-    BLOCK,
-    MANIFEST,
-    extract_archive,
-    is_archive,
-    read_manifest,
-    safe_member,
-)
-from qtool.deploy.ecc import EccParams, encode_parity, repair
+from qtool.deploy.archive import is_archive, opened_bundle
+from qtool.deploy.ecc import EccParams, damaged_chunks, encode_covers, repair
+from qtool.deploy.manifest import BLOCK, MANIFEST, changed_blocks, read_manifest, safe_member
 from qtool.errors import QtoolError
 from qtool.modelfile.load import sha256_file
 from qtool.outputs import atomic_write
@@ -80,10 +72,11 @@ def verify(
     if is_archive(path):
         if do_repair:
             raise QtoolError(
-                f"--repair works on bundle folders; extract {path} first, then repair the folder"
+                f"an archive is not repaired in place; extract {path} first, then repair the "
+                "folder",
+                param="repair",
             )
-        with tempfile.TemporaryDirectory(prefix="qtool-verify-") as tmp:
-            root = extract_archive(path, Path(tmp))
+        with opened_bundle(path, prefix="qtool-verify-") as root:
             result = _verify_folder(root, False, expect_manifest_sha256)
             result.bundle = str(path)
             return result
@@ -97,16 +90,11 @@ def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> Verif
     if expected and manifest_sha != expected.lower():
         raise QtoolError(
             f"manifest.json of {folder} has sha256 {manifest_sha[:16]}..., not the expected "
-            f"{expected[:16]}...; the manifest itself was replaced"
+            f"{expected[:16]}...; the manifest itself was replaced",
+            param="manifest_sha256",
         )
     manifest = read_manifest(folder)
-    changed, missing = [], []
-    for rel, info in manifest["files"].items():
-        target = safe_member(folder, rel)
-        if not target.is_file():
-            missing.append(rel)
-        elif target.stat().st_size != info["bytes"] or sha256_file(target) != info["sha256"]:
-            changed.append(rel)
+    changed, missing = _changed_files(folder, manifest)
     result = VerifyResult(
         bundle=str(folder),
         intact=not changed and not missing,
@@ -123,37 +111,22 @@ def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> Verif
         return result
     contents = {rel: safe_member(folder, rel).read_bytes() for rel in changed}
     result.tensors = _changed_tensors(manifest, contents)
-    ecc = manifest.get("ecc")
-    repaired: dict[str, bytes] = {}
-    if ecc and manifest["ecc"]["file"] not in missing:
-        parity_all = safe_member(folder, ecc["file"]).read_bytes()
-        params = EccParams(int(ecc["nsym"]))
-        for cover in ecc["covers"]:
-            rel = cover["file"]
-            if rel not in contents:
-                continue
-            result.ecc_used = True
-            data = contents[rel]
-            if len(data) != cover["bytes"]:  # bytes inserted/removed: not a bit-level fault
-                result.length_changed[rel] = [cover["bytes"], len(data)]
-                continue
-            start = cover["parity_offset"]
-            parity = parity_all[start : start + cover["parity_bytes"]]
-            current = encode_parity(data, params)
-            nsym = params.nsym
-            damaged = [
-                c
-                for c in range(len(parity) // nsym)
-                if current[c * nsym : (c + 1) * nsym] != parity[c * nsym : (c + 1) * nsym]
-            ]
-            fixed = repair(data, parity, params, damaged)
-            if fixed.uncorrectable_chunks:
-                result.uncorrectable_chunks[rel] = fixed.uncorrectable_chunks
-            _attribute_bits(manifest, rel, data, fixed.data, fixed.corrected_offsets, result)
-            repaired[rel] = fixed.data
+    repaired = _locate_with_ecc(folder, manifest, contents, result)
     if do_repair:
         _repair_files(folder, manifest, result, repaired)
     return result
+
+
+def _changed_files(folder: Path, manifest: dict) -> tuple[list[str], list[str]]:
+    """(changed, missing) files: size or sha256 differs from the manifest, or absent."""
+    changed, missing = [], []
+    for rel, info in manifest["files"].items():
+        target = safe_member(folder, rel)
+        if not target.is_file():
+            missing.append(rel)
+        elif target.stat().st_size != info["bytes"] or sha256_file(target) != info["sha256"]:
+            changed.append(rel)
+    return changed, missing
 
 
 def _changed_tensors(manifest: dict, contents: dict[str, bytes]) -> list[TensorChange]:
@@ -165,13 +138,38 @@ def _changed_tensors(manifest: dict, contents: dict[str, bytes]) -> list[TensorC
         piece = data[record["offset"] : record["offset"] + record["length"]]
         if len(piece) == record["length"] and hashlib.sha256(piece).hexdigest() == record["sha256"]:
             continue
-        blocks = [
-            i
-            for i, crc in enumerate(record["crc32"])
-            if zlib.crc32(piece[i * BLOCK : (i + 1) * BLOCK]) != crc
-        ]
-        changes.append(TensorChange(record["name"], record["file"], blocks))
+        changes.append(TensorChange(record["name"], record["file"], changed_blocks(record, piece)))
     return changes
+
+
+def _locate_with_ecc(
+    folder: Path, manifest: dict, contents: dict[str, bytes], result: VerifyResult
+) -> dict[str, bytes]:
+    """Decode the damaged chunks of each changed file the parity covers: the corrected bytes
+    name element and bit. Returns the decoded contents by file."""
+    ecc = manifest.get("ecc")
+    if not ecc or ecc["file"] in result.missing_files:
+        return {}
+    parity_all = safe_member(folder, ecc["file"]).read_bytes()
+    params = EccParams(int(ecc["nsym"]))
+    repaired: dict[str, bytes] = {}
+    for cover in ecc["covers"]:
+        rel = cover["file"]
+        if rel not in contents:
+            continue
+        result.ecc_used = True
+        data = contents[rel]
+        if len(data) != cover["bytes"]:  # bytes inserted/removed: not a bit-level fault
+            result.length_changed[rel] = [cover["bytes"], len(data)]
+            continue
+        start = cover["parity_offset"]
+        parity = parity_all[start : start + cover["parity_bytes"]]
+        fixed = repair(data, parity, params, damaged_chunks(data, parity, params))
+        if fixed.uncorrectable_chunks:
+            result.uncorrectable_chunks[rel] = fixed.uncorrectable_chunks
+        _attribute_bits(manifest, rel, data, fixed.data, fixed.corrected_offsets, result)
+        repaired[rel] = fixed.data
+    return repaired
 
 
 def _attribute_bits(
@@ -221,12 +219,14 @@ def _repair_files(
     if result.missing_files:
         raise QtoolError(
             f"cannot repair {folder}: missing files {', '.join(result.missing_files)}; "
-            "restore them from the original bundle"
+            "restore them from the original bundle",
+            param="repair",
         )
     if not manifest.get("ecc"):
         raise QtoolError(
-            f"{folder} has no ECC parity (package it with --ecc); it cannot be repaired, only "
-            "replaced by a good copy"
+            f"{folder} was packaged without ECC parity; it cannot be repaired, only replaced "
+            "by a good copy",
+            param="repair",
         )
     for rel in result.changed_files:
         if rel not in repaired:
@@ -249,14 +249,13 @@ def _repair_files(
 
 def _rebuild_parity(folder: Path, manifest: dict, result: VerifyResult) -> None:
     ecc = manifest["ecc"]
-    params = EccParams(int(ecc["nsym"]))
-    parts = []
+    contents = []
     for cover in ecc["covers"]:
         data = safe_member(folder, cover["file"]).read_bytes()
         if hashlib.sha256(data).hexdigest() != manifest["files"][cover["file"]]["sha256"]:
             return
-        parts.append(encode_parity(data, params))
-    blob = b"".join(parts)
+        contents.append((cover["file"], data))
+    blob, _ = encode_covers(contents, EccParams(int(ecc["nsym"])))
     if hashlib.sha256(blob).hexdigest() == manifest["files"][ecc["file"]]["sha256"]:
         atomic_write(safe_member(folder, ecc["file"]), blob)
         result.repaired_files.append(ecc["file"])

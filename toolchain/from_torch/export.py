@@ -2,6 +2,8 @@
 
 Order of work, so that a failure leaves nothing behind: export in memory, add metadata, run
 onnx.checker, run the parity check in ONNX Runtime, and only then write the file atomically.
+The engine (exporters, parity) is `qtool.exporters`; this stage finds the module, its input
+shape and real samples, and records what later stages need in the file's metadata.
 """
 
 from __future__ import annotations
@@ -18,10 +20,26 @@ from qtool.errors import QtoolError, WorkFailed
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import set_metadata
 from qtool.modelfile.save import save_model
-from qtool.modelfile.summary import count_flops
+from qtool.modelfile.summary import count_flops, summarize
 from qtool.outputs import check_output_path
 
 PARITY_SAMPLES = 256
+USER_RANDOM_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How to export and how strictly to check: exporter, opset, batch, parity samples."""
+
+    exporter: str = "dynamo"
+    opset: int | None = None  # None: the exporter's default
+    static_batch: bool = False
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    input_shape: tuple[int, ...] | None = None  # batch first; required for user models
+    data_spec: str | None = None  # parity samples (default: the model's own data set)
+    samples: int = PARITY_SAMPLES
+    seed: int = 0
 
 
 @dataclass
@@ -42,121 +60,114 @@ class ExportReport:
     metadata: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Source:
+    """A module to export, with its input shape, metadata so far and parity samples."""
+
+    module: object
+    shape: tuple[int, ...]
+    meta: dict
+    samples: np.ndarray
+    sample_source: str
+    files: tuple[Path, ...]  # the files it was read from (never overwritten)
+
+
 def export_model(
     model: str,
     out: str | Path,
     *,
     weights: str | Path | None = None,
-    opset: int | None = None,
-    static_batch: bool = False,
-    exporter: str = "dynamo",
-    atol: float = 1e-4,
-    rtol: float = 1e-3,
-    input_shape: str | tuple[int, ...] | None = None,
-    data_spec: str | None = None,
-    samples: int = PARITY_SAMPLES,
-    seed: int = 0,
+    settings: ExportSettings | None = None,
     force: bool = False,
 ) -> ExportReport:
-    """Export MODEL (zoo name with --weights, or path/to/file.py:factory) to `out`.
+    """Export MODEL (a zoo name with its checkpoint as `weights`, or path/to/file.py:factory
+    with optional state_dict `weights`) to `out`.
 
     Raises QtoolError for bad input and WorkFailed when the exporter fails or ONNX Runtime
     disagrees with torch beyond atol + rtol * |torch|; then no file is written.
     """
-    import onnx
-
-    from qtool.exporters.pytorch import (
-        DEFAULT_OPSET,
-        EXPORTERS,
-        check_parity,
-        export_onnx,
-        is_factory_spec,
-        load_factory,
-        parse_input_shape,
-    )
+    from qtool.exporters.pytorch import get_exporter, is_factory_spec
     from qtool.models import ZOO
 
     start = time.perf_counter()
-    if exporter not in EXPORTERS:
-        raise QtoolError(f"unknown exporter {exporter!r}: use {' or '.join(EXPORTERS)}")
-    if atol < 0 or rtol < 0:
-        raise QtoolError("--atol and --rtol must be zero or positive")
+    settings = settings or ExportSettings()
+    get_exporter(settings.exporter)
+    for name in ("atol", "rtol"):
+        if getattr(settings, name) < 0:
+            raise QtoolError(f"{name} must be zero or positive", param=name)
     weights = Path(weights) if weights is not None else None
-    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
-    meta: dict[str, object] = {"qtool.version": __version__}
-    source_file = None
-
     if model in ZOO:
-        check_output_path(out, force=force, inputs=(weights,))
-        module, config, meta_zoo = _zoo_module(model, weights, shape)
-        shape = tuple(config["input_shape"])
-        meta.update(meta_zoo)
-        spec_for_samples = data_spec or config["dataset"]
-        x = _real_samples(spec_for_samples, shape, config["normalization"], samples, seed)
-        sample_source = f"{spec_for_samples} (test split)"
+        check_output_path(out, force=force, inputs=(weights,), param="out")
+        source = _zoo_source(model, weights, settings)
     elif is_factory_spec(model):
-        if shape is None:
-            raise QtoolError(
-                f"{model} is a user model: give its input shape with --input-shape, "
-                "e.g. --input-shape 1,3,224,224"
-            )
-        check_output_path(out, force=force, inputs=(weights, Path(model.rpartition(":")[0])))
-        module, source_file = load_factory(model)
-        from qtool.models.checkpoint import load_weights_into, state_dict_sha256
-
-        if weights is not None:
-            load_weights_into(module, weights)
-        else:
-            meta["qtool.weights_source"] = "factory initialisation (no --weights)"
-        meta["qtool.weights_sha256"] = state_dict_sha256(module.state_dict())
-        meta["qtool.model"] = model
-        meta["qtool.source_sha256"] = sha256_file(source_file)
-        if data_spec:
-            x = _real_samples(data_spec, shape, None, samples, seed)
-            sample_source = f"{data_spec} (test split)"
-        else:
-            count = min(samples, 64)
-            x = np.random.default_rng(seed).standard_normal((count, *shape[1:]))
-            x = x.astype(np.float32)
-            sample_source = f"random normal samples (seed {seed})"
-            meta["qtool.seed"] = seed
+        source = _factory_source(model, weights, settings, out, force)
     else:
         raise QtoolError(
             f"unknown model {model!r}: give a zoo name ({', '.join(ZOO)}) or "
-            "path/to/file.py:factory"
+            "path/to/file.py:factory",
+            param="model",
         )
-    inputs = tuple(p for p in (weights, source_file) if p is not None)
-    out = check_output_path(out, force=force, inputs=inputs)
+    out = check_output_path(out, force=force, inputs=source.files, param="out")
+    proto, parity = _export_checked(source, settings)
+    save_model(proto, out)
+    summary = summarize(out)
+    return ExportReport(
+        out=str(out),
+        model=model,
+        exporter=settings.exporter,
+        opset=source.meta["qtool.opset"],
+        dynamic_batch=not settings.static_batch,
+        input_shape=list(source.shape),
+        parity=vars(parity),
+        file_bytes=summary.file_bytes,
+        parameters=summary.parameters,
+        flops=count_flops(proto),
+        seconds=time.perf_counter() - start,
+        metadata=dict(summary.metadata),
+    )
 
-    opset = DEFAULT_OPSET[exporter] if opset is None else int(opset)
+
+def _export_checked(source: _Source, settings: ExportSettings):
+    """The exported ModelProto with its metadata, checked by onnx.checker and for parity."""
+    import onnx
+
+    from qtool.exporters.parity import check_parity
+    from qtool.exporters.pytorch import export_onnx, get_exporter
+
+    exporter = get_exporter(settings.exporter)
+    opset = exporter.default_opset if settings.opset is None else int(settings.opset)
     proto = export_onnx(
-        module, tuple(shape), opset=opset, dynamic_batch=not static_batch, exporter=exporter
+        source.module,
+        tuple(source.shape),
+        opset=opset,
+        dynamic_batch=not settings.static_batch,
+        exporter=exporter.name,
     )
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    meta.update(
+    source.meta.update(
         {
-            "qtool.exporter": exporter,
+            "qtool.exporter": exporter.name,
             "qtool.opset": actual_opset,
-            "qtool.input_shape": list(shape),
-            "qtool.dynamic_batch": not static_batch,
+            "qtool.input_shape": list(source.shape),
+            "qtool.dynamic_batch": not settings.static_batch,
         }
     )
     proto.producer_name = "qtool"
     proto.producer_version = __version__
-    set_metadata(proto, meta)
+    set_metadata(proto, source.meta)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WorkFailed(f"the exported model fails the ONNX checker: {first}") from exc
     parity = check_parity(
-        module,
+        source.module,
         proto.SerializeToString(),
-        x,
-        atol=atol,
-        rtol=rtol,
-        static_batch=shape[0] if static_batch else None,
-        source=sample_source,
+        source.samples,
+        atol=settings.atol,
+        rtol=settings.rtol,
+        static_batch=source.shape[0] if settings.static_batch else None,
+        source=source.sample_source,
     )
     if not parity.passed:
         raise WorkFailed(
@@ -164,49 +175,38 @@ def export_model(
             "the ONNX model does not compute what the torch model computes"
         )
     set_metadata(proto, {"qtool.parity": vars(parity)})
-    save_model(proto, out)
-    from qtool.modelfile.summary import summarize
-
-    summary = summarize(out)
-    return ExportReport(
-        out=str(out),
-        model=model,
-        exporter=exporter,
-        opset=actual_opset,
-        dynamic_batch=not static_batch,
-        input_shape=list(shape),
-        parity=vars(parity),
-        file_bytes=summary.file_bytes,
-        parameters=summary.parameters,
-        flops=count_flops(proto),
-        seconds=time.perf_counter() - start,
-        metadata={k: v for k, v in summary.metadata.items()},
-    )
+    return proto, parity
 
 
-def _zoo_module(name: str, weights: Path | None, shape):
-    from qtool.models.checkpoint import build_from_checkpoint, load_checkpoint
+# --- where the module comes from -------------------------------------------------------------
+
+
+def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _Source:
+    from qtool.models.checkpoint import build_from_checkpoint, load_checkpoint, state_dict_sha256
 
     if weights is None:
         raise QtoolError(
-            f"zoo model {name} needs its trained weights: --weights CKPT "
-            f"(make one with qtool train {name} --out {name}.pt)"
+            f"zoo model {name} needs its trained weights: give the checkpoint written by "
+            f"training it (qtool train {name})",
+            param="weights",
         )
     checkpoint = load_checkpoint(weights)
     config = checkpoint["config"]
     if config.get("model") != name:
         raise QtoolError(
             f"{weights} holds a {config.get('model')!r} model, not {name!r}: "
-            f"run qtool export {config.get('model')} --weights {weights} ..."
+            f"export it as {config.get('model')}",
+            param="weights",
         )
+    shape = settings.input_shape
     if shape is not None and tuple(shape[1:]) != tuple(config["input_shape"][1:]):
         raise QtoolError(
-            f"--input-shape {','.join(map(str, shape))} does not match the shape {name} was "
-            f"trained for ({','.join(map(str, config['input_shape']))}); drop --input-shape"
+            f"input shape {','.join(map(str, shape))} does not match the shape {name} was "
+            f"trained for ({','.join(map(str, config['input_shape']))}); leave it out for "
+            "zoo models",
+            param="input_shape",
         )
     module = build_from_checkpoint(checkpoint, weights)
-    from qtool.models.checkpoint import state_dict_sha256
-
     meta = {
         "qtool.model": name,
         "qtool.dataset": config.get("dataset"),
@@ -221,12 +221,59 @@ def _zoo_module(name: str, weights: Path | None, shape):
             for k in ("epochs", "best_epoch", "val_accuracy", "test_accuracy", "lr", "threads")
         },
     }
-    return module, config, {k: v for k, v in meta.items() if v is not None}
+    spec = settings.data_spec or config["dataset"]
+    shape = tuple(config["input_shape"])
+    return _Source(
+        module=module,
+        shape=shape,
+        meta={"qtool.version": __version__, **{k: v for k, v in meta.items() if v is not None}},
+        samples=_real_samples(spec, shape, config["normalization"], settings),
+        sample_source=f"{spec} (test split)",
+        files=(weights,),
+    )
 
 
-def _real_samples(spec: str, shape, norm: dict | None, count: int, seed: int) -> np.ndarray:
+def _factory_source(
+    spec: str, weights: Path | None, settings: ExportSettings, out: str | Path, force: bool
+) -> _Source:
+    from qtool.exporters.pytorch import load_factory
+    from qtool.models.checkpoint import load_weights_into, state_dict_sha256
+
+    shape = settings.input_shape
+    if shape is None:
+        raise QtoolError(
+            f"{spec} is a user model: give its input shape, batch first, e.g. 1,3,224,224",
+            param="input_shape",
+        )
+    source_file = Path(spec.rpartition(":")[0])
+    check_output_path(out, force=force, inputs=(weights, source_file), param="out")
+    module, source_file = load_factory(spec)
+    meta: dict[str, object] = {"qtool.version": __version__}
+    if weights is not None:
+        load_weights_into(module, weights)
+    else:
+        meta["qtool.weights_source"] = "factory initialisation (no weights file)"
+    meta["qtool.weights_sha256"] = state_dict_sha256(module.state_dict())
+    meta["qtool.model"] = spec
+    meta["qtool.source_sha256"] = sha256_file(source_file)
+    if settings.data_spec:
+        samples = _real_samples(settings.data_spec, shape, None, settings)
+        sample_source = f"{settings.data_spec} (test split)"
+    else:
+        rng = np.random.default_rng(settings.seed)
+        count = min(settings.samples, USER_RANDOM_SAMPLES)
+        samples = rng.standard_normal((count, *shape[1:])).astype(np.float32)
+        sample_source = f"random normal samples (seed {settings.seed})"
+        meta["qtool.seed"] = settings.seed
+    files = tuple(p for p in (weights, source_file) if p is not None)
+    return _Source(module, tuple(shape), meta, samples, sample_source, files)
+
+
+def _real_samples(
+    spec: str, shape: tuple[int, ...], norm: dict | None, settings: ExportSettings
+) -> np.ndarray:
     """Test-split samples fitted to the input shape and normalised as the model expects."""
-    data = load_dataset(spec, default_split="test").take(count, seed)
+    data = load_dataset(spec, default_split="test").take(settings.samples, settings.seed)
     x = fit_to_input(data.x, list(shape))
     if norm:
         x = normalize(x, norm.get("mean"), norm.get("std"))

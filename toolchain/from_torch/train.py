@@ -53,58 +53,17 @@ def train_zoo_model(
     reported accuracy from the test split, which training never sees.
     """
     from qtool.models import get_spec
+    from qtool.models.checkpoint import save_checkpoint
 
     spec = get_spec(name)
     data_spec = data_spec or spec.default_data
-    if parse_spec(data_spec).split is not None:
-        raise QtoolError(
-            f"--data {data_spec!r} names a split; training uses train/val/test itself: "
-            "drop the :split suffix"
-        )
-    if epochs is not None and epochs < 1:
-        raise QtoolError(f"--epochs must be at least 1, got {epochs}")
-    out = check_output_path(out, force=force)
+    _check_args(data_spec, epochs)
+    out = check_output_path(out, force=force, param="out")
     start = time.perf_counter()
-    train = load_dataset(data_spec, "train")
-    val = load_dataset(data_spec, "val")
-    if train.y is None or val.y is None:
-        raise QtoolError(f"data set {data_spec} has no labels; training needs labelled splits")
-    try:
-        test = load_dataset(data_spec, "test")
-    except QtoolError:
-        test = None
+    train, val, test = _splits(data_spec)
     epochs_run = spec.epochs if epochs is None else epochs
-    from qtool.models.checkpoint import save_checkpoint
-    from qtool.models.trainer import predict
-    from qtool.models.trainer import train as run_training
-
-    with progress() as bar:
-        task = bar.add_task(f"train {name}", total=epochs_run, status="")
-
-        def on_epoch(stats) -> None:
-            bar.update(
-                task,
-                advance=1,
-                status=f"loss {stats.loss:.4f}  val acc {100 * stats.val_accuracy:.2f} %",
-            )
-
-        result = run_training(
-            spec,
-            train.x,
-            train.y,
-            val.x,
-            val.y,
-            class_names=train.class_names,
-            dataset=data_spec,
-            kind=train.kind,
-            seed=seed,
-            epochs=epochs_run,
-            on_epoch=on_epoch if show_progress else None,
-        )
-    test_acc = None
-    if test is not None and test.y is not None and len(test):
-        scores = predict(result.module, test.x, result.config)
-        test_acc = float(np.mean(np.argmax(scores, axis=1) == test.y))
+    result = _run(spec, train, val, data_spec, seed, epochs_run, show_progress)
+    test_acc = _test_accuracy(result, test)
     config = dict(result.config)
     config.update(
         qtool_version=__version__,
@@ -127,3 +86,68 @@ def train_zoo_model(
         seconds=time.perf_counter() - start,
         history=[vars(h) for h in result.history],
     )
+
+
+def _check_args(data_spec: str, epochs: int | None) -> None:
+    if parse_spec(data_spec).split is not None:
+        raise QtoolError(
+            f"data set {data_spec!r} names a split; training uses train/val/test itself: "
+            "drop the :split suffix",
+            param="data_spec",
+        )
+    if epochs is not None and epochs < 1:
+        raise QtoolError(f"epochs must be at least 1, got {epochs}", param="epochs")
+
+
+def _splits(data_spec: str):
+    """(train, val, test) of a labelled data set; test is None when it has none."""
+    train = load_dataset(data_spec, "train")
+    val = load_dataset(data_spec, "val")
+    if train.y is None or val.y is None:
+        raise QtoolError(
+            f"data set {data_spec} has no labels; training needs labelled splits",
+            param="data_spec",
+        )
+    try:
+        test = load_dataset(data_spec, "test")
+    except QtoolError:
+        test = None
+    return train, val, test
+
+
+def _run(spec, train, val, data_spec: str, seed: int, epochs: int, show_progress: bool):
+    """The training engine on the splits, with a progress bar of loss and val accuracy."""
+    from qtool.models.trainer import train as run_training
+
+    with progress() as bar:
+        task = bar.add_task(f"train {spec.name}", total=epochs, status="")
+
+        def on_epoch(stats) -> None:
+            bar.update(
+                task,
+                advance=1,
+                status=f"loss {stats.loss:.4f}  val acc {100 * stats.val_accuracy:.2f} %",
+            )
+
+        return run_training(
+            spec,
+            train.x,
+            train.y,
+            val.x,
+            val.y,
+            class_names=train.class_names,
+            dataset=data_spec,
+            kind=train.kind,
+            seed=seed,
+            epochs=epochs,
+            on_epoch=on_epoch if show_progress else None,
+        )
+
+
+def _test_accuracy(result, test) -> float | None:
+    from qtool.models.trainer import predict
+
+    if test is None or test.y is None or not len(test):
+        return None
+    scores = predict(result.module, test.x, result.config)
+    return float(np.mean(np.argmax(scores, axis=1) == test.y))
