@@ -139,6 +139,8 @@ def campaign_plot(result: CampaignResult, out: str | Path) -> Path:
     )
     acc_ax.legend(fontsize=8)
     col_ax.set_xscale("log")
+    col_ax.set_xticks([max(b, 0.5) for b in result.budgets], [str(b) for b in result.budgets])
+    col_ax.minorticks_off()
     col_ax.set_ylim(-5, 105)
     col_ax.set_xlabel("flipped bits")
     col_ax.set_ylabel(f"collapsed (%)\n<= chance + {100 * COLLAPSE_MARGIN:.0f} pp", fontsize=8)

@@ -146,32 +146,15 @@ def progressive_search(
     rng = np.random.default_rng([seed, 0xB175])
     searcher, reason = _gradient_searcher(m, method, per_layer, objective)
     _, clean_acc, clean_loss, _ = m.evaluate()
-    accuracies = [clean_acc]
-    steps: list[SearchStep] = []
-    entries: list[dict] = []
-    with progress() as bar:
-        task = bar.add_task("bit search", total=bits, status="")
-        bar.update(task, visible=show_progress)
-        for step in range(1, bits + 1):
-            if until_accuracy is not None and accuracies[-1] <= until_accuracy:
-                break
-            choice = _gradient_choice(searcher, select) if searcher is not None else None
-            if choice is None:  # no gradient path, or no first-order candidate raises the loss
-                choice = _oracle_choice(m, rng, oracle_elements)
-            entry, done = _take(m, searcher, choice, step)
-            accuracies.append(done.test_accuracy)
-            entries.append(entry)
-            steps.append(done)
-            bar.update(task, advance=1, status=f"accuracy {100 * done.test_accuracy:.1f} %")
-    used = {s.method for s in steps}
-    how = "+".join(h for h in ("gradient", "oracle") if h in used) or (
-        "gradient" if searcher is not None else "oracle"
-    )
+    run = _Run(m, searcher, rng, oracle_elements, select, [clean_acc])
+    run.steps_until(bits, until_accuracy, show_progress)
+    accuracies, steps = run.accuracies, run.steps
+    used = {s.method for s in steps} or {"gradient" if searcher is not None else "oracle"}
     result = SearchResult(
         model=str(path),
         data=data,
         seed=seed,
-        method=how,
+        method="+".join(h for h in ("gradient", "oracle") if h in used),
         fallback_reason=reason,
         bits=bits,
         until_accuracy=until_accuracy,
@@ -189,7 +172,7 @@ def progressive_search(
         seconds=time.perf_counter() - start,
         files=m.files,
     )
-    result.manifest = search_manifest(m, result, entries)
+    result.manifest = search_manifest(m, result, run.entries)
     return result
 
 
@@ -226,61 +209,91 @@ def _gradient_searcher(
         return None, str(exc)
 
 
-def _gradient_choice(searcher: GradientSearcher, select: str) -> Choice | None:
-    """The candidate with the highest real loss (or attack error rate, `select="errors"`)."""
-    before, cands = searcher.candidates()
-    best = None
-    for gain, i, w, b, new in cands:
-        loss, errors = searcher.measure(i, w, new)
-        key = (errors, loss) if select == "errors" else (loss, errors)
-        if best is None or key > best[0]:
-            best = (key, loss, gain, i, w, b)
-    if best is None:
-        return None
-    _, loss, gain, i, w, b = best
-    return Choice("gradient", i, w, b, before, loss, gain, len(cands))
+@dataclass
+class _Run:
+    """The loop's state: the model being flipped, the searchers, and the log so far."""
 
+    m: SearchModel
+    searcher: GradientSearcher | None
+    rng: np.random.Generator
+    oracle_elements: int
+    select: str
+    accuracies: list[float]
+    steps: list[SearchStep] = field(default_factory=list)
+    entries: list[dict] = field(default_factory=list)
 
-def _oracle_choice(m: SearchModel, rng: np.random.Generator, elements: int) -> Choice:
-    before = m.ort_attack_loss()[0]
-    i, w, b, loss, n = oracle_step(m, rng, elements)
-    return Choice("oracle", i, w, b, before, loss, None, n)
+    def steps_until(self, bits: int, until_accuracy: float | None, show_progress: bool) -> None:
+        """Up to `bits` iterations, stopping once accuracy is at or below the target."""
+        with progress() as bar:
+            task = bar.add_task("bit search", total=bits, status="")
+            bar.update(task, visible=show_progress)
+            for step in range(1, bits + 1):
+                if until_accuracy is not None and self.accuracies[-1] <= until_accuracy:
+                    break
+                choice = self.gradient_choice() if self.searcher is not None else None
+                if choice is None:  # no gradient path, or no first-order candidate helps
+                    choice = self.oracle_choice()
+                done = self.take(choice, step)
+                bar.update(task, advance=1, status=f"accuracy {100 * done.test_accuracy:.1f} %")
 
+    def gradient_choice(self) -> Choice | None:
+        """The candidate with the highest real loss (or attack error rate, select="errors")."""
+        assert self.searcher is not None
+        before, cands = self.searcher.candidates()
+        best = None
+        for gain, i, w, b, new in cands:
+            loss, errors = self.searcher.measure(i, w, new)
+            key = (errors, loss) if self.select == "errors" else (loss, errors)
+            if best is None or key > best[0]:
+                best = (key, loss, gain, i, w, b)
+        if best is None:
+            return None
+        _, loss, gain, i, w, b = best
+        return Choice("gradient", i, w, b, before, loss, gain, len(cands))
 
-def _take(
-    m: SearchModel, searcher: GradientSearcher | None, c: Choice, step: int
-) -> tuple[dict, SearchStep]:
-    """Flip the chosen bit in the bytes, measure in ONNX Runtime, log it."""
-    t = m.targets[c.target]
-    site = t.site(c.word, c.bit)
-    old_word, old_byte = t.word_bytes(m.files.main, c.word), m.files.main[site.offset]
-    m.flip(c.target, c.word, c.bit)
-    m.flipped.add((c.target, c.word, c.bit))
-    new_word = t.word_bytes(m.files.main, c.word)
-    if searcher is not None:
-        searcher.sync(c.target, c.word)
-    scores, acc, ort_loss, agree = m.evaluate()
-    entry = flip_entry(t, c.word, c.bit, old_word, new_word, old_byte, m.files.main[site.offset])
-    done = SearchStep(
-        step=step,
-        method=c.method,
-        tensor=t.loc.name,
-        layer=sorted(set(m.readers.get(t.key, []))),
-        flat_index=entry["flat_index"],
-        coords=entry["coords"],
-        bit=c.bit,
-        old_value=entry["old_value"],
-        new_value=entry["new_value"],
-        predicted_gain=c.gain,
-        loss_before=c.loss_before,
-        loss=c.loss,
-        attack_loss=ort_loss,
-        attack_agreement=agree,
-        test_accuracy=acc,
-        nonfinite_outputs=0 if scores is None else int(scores.nonfinite.sum()),
-        candidates=c.candidates,
-    )
-    return entry, done
+    def oracle_choice(self) -> Choice:
+        before = self.m.ort_attack_loss()[0]
+        i, w, b, loss, n = oracle_step(self.m, self.rng, self.oracle_elements)
+        return Choice("oracle", i, w, b, before, loss, None, n)
+
+    def take(self, c: Choice, step: int) -> SearchStep:
+        """Flip the chosen bit in the bytes, measure in ONNX Runtime, log it."""
+        m = self.m
+        t = m.targets[c.target]
+        site = t.site(c.word, c.bit)
+        old_word, old_byte = t.word_bytes(m.files.main, c.word), m.files.main[site.offset]
+        m.flip(c.target, c.word, c.bit)
+        m.flipped.add((c.target, c.word, c.bit))
+        new_word = t.word_bytes(m.files.main, c.word)
+        if self.searcher is not None:
+            self.searcher.sync(c.target, c.word)
+        scores, acc, ort_loss, agree = m.evaluate()
+        entry = flip_entry(
+            t, c.word, c.bit, old_word, new_word, old_byte, m.files.main[site.offset]
+        )
+        done = SearchStep(
+            step=step,
+            method=c.method,
+            tensor=t.loc.name,
+            layer=sorted(set(m.readers.get(t.key, []))),
+            flat_index=entry["flat_index"],
+            coords=entry["coords"],
+            bit=c.bit,
+            old_value=entry["old_value"],
+            new_value=entry["new_value"],
+            predicted_gain=c.gain,
+            loss_before=c.loss_before,
+            loss=c.loss,
+            attack_loss=ort_loss,
+            attack_agreement=agree,
+            test_accuracy=acc,
+            nonfinite_outputs=0 if scores is None else int(scores.nonfinite.sum()),
+            candidates=c.candidates,
+        )
+        self.accuracies.append(acc)
+        self.entries.append(entry)
+        self.steps.append(done)
+        return done
 
 
 def search_manifest(m: SearchModel, result: SearchResult, entries: list[dict]) -> dict:
