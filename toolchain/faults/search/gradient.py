@@ -23,9 +23,9 @@ class GradientSearcher:
     """First-order ranking with the torch replica, exact loss of the best few per layer."""
 
     def __init__(self, model: SearchModel, per_layer: int, objective: str = "auto"):
-        from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph, _torch
+        from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph, torch_module
 
-        self.torch = _torch()
+        self.torch = torch_module()
         self.model = model
         if any(t.loc.graph != "main" for t in model.targets):
             raise UnsupportedGraph("weights inside subgraphs (If/Loop/Scan bodies)")
