@@ -1,6 +1,6 @@
 """The eligible bit space: every bit a fault may hit, as one index range, and sampling in it.
 
-`--bits N` means N distinct bits drawn uniformly over all eligible bits (size-weighted across
+N bits means N distinct bits drawn uniformly over all eligible bits (size-weighted across
 tensors) without replacement; the space is index arithmetic over blocks of bits, so a 100 MB
 model's billion eligible bits are never materialised as a list.
 """
