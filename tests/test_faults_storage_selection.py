@@ -21,7 +21,7 @@ def test_defaults_and_roles():
     "kwargs, param, message",
     [
         ({"targets": ("everything",)}, "targets", "unknown target class 'everything'"),
-        ({"targets": ()}, "targets", "unknown target class"),
+        ({"targets": ()}, "targets", "at least one target class"),
         ({"positions": ("middle",)}, "positions", "unknown bit position 'middle'"),
         ({"positions": (64,)}, "positions", "bit 64 is not in 0-63"),
         ({"positions": ()}, "positions", "at least one"),

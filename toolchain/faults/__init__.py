@@ -15,9 +15,9 @@ A second family (faults on activations, at run time) goes beside `storage/` as
 `activations/`, without touching storage faults: its own selection (node outputs instead of
 initializers, chosen by op type), its own fault-model registry in one file reusing
 `words.py` for bit arithmetic, and its own way to hit (a session wrapper or an inserted node
-instead of a byte edit). Campaigns then take a trial function per family; their statistics
-(`campaign/stats.py`) and the trial executor (`campaign/executor.py`) already know nothing
-about bytes.
+instead of a byte edit). Its campaign trial is a new module beside `campaign/trials.py`;
+`campaign/stats.py` knows nothing about bytes and is reused as is, and `campaign/executor.py`
+is the place a run-time family plugs its prepare/trial pair into.
 """
 
 from qtool.faults.storage import (

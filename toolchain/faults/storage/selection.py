@@ -33,13 +33,12 @@ class Selection:
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
         object.__setattr__(self, "positions", tuple(self.positions))
-        bad = [t for t in self.targets if t not in TARGET_CLASSES and t != ALL]
-        if bad or not self.targets:
-            raise QtoolError(
-                f"unknown target class {bad[0] if bad else ''!r}: use "
-                f"{', '.join([*TARGET_CLASSES, ALL])}",
-                param="targets",
-            )
+        names = ", ".join([*TARGET_CLASSES, ALL])
+        if not self.targets:
+            raise QtoolError(f"select at least one target class: {names}", param="targets")
+        for t in self.targets:
+            if t not in TARGET_CLASSES and t != ALL:
+                raise QtoolError(f"unknown target class {t!r}: use {names}", param="targets")
         for item in self.positions:
             if isinstance(item, int) and not 0 <= item <= MAX_BIT:
                 raise QtoolError(f"bit {item} is not in 0-{MAX_BIT}", param="positions")
