@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--models", default="cnn,mlp", help="zoo models to compare")
     args = parser.parse_args(argv)
-    from qtool.faults.bitsearch import compare_targeted_random, comparison_table
+    from qtool.commands.flip_views import comparison_table
+    from qtool.faults.search import compare_targeted_random
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -32,16 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from flip_models import large_mlp  # noqa: E402
 
 from qtool.data.datasets import load_dataset  # noqa: E402
-from qtool.faults.campaign import prepare_model, run_campaign, run_trial  # noqa: E402
-from qtool.faults.flip import (  # noqa: E402
-    FlipSettings,
-    bit_space,
-    draw_flips,
-    inject,
-    select_targets,
-    write_model_files,
-    xor_flips,
-)
+from qtool.faults.campaign import CampaignPlan, run_campaign  # noqa: E402
+from qtool.faults.campaign.trials import prepare_model, run_trial  # noqa: E402
+from qtool.faults.storage import FlipSettings, Selection, inject  # noqa: E402
+from qtool.faults.storage.space import bit_space  # noqa: E402
+from qtool.faults.storage.targets import select_targets  # noqa: E402
+from qtool.modelfile.buffers import write_model_files  # noqa: E402
 
 
 def _median_time(fn, repeat: int) -> float:
@@ -78,10 +74,12 @@ def bench_injection(folder: Path, megabytes: int, bits: int) -> dict:
 
     data = bytearray(src.read_bytes())
 
-    def ours_in_memory() -> None:  # locate, select by role, draw, XOR: what a campaign does
-        targets = select_targets(data, "weights")
-        space = bit_space(targets, {None: data})
-        xor_flips({None: data}, targets, draw_flips(space, bits, np.random.default_rng(0), {}))
+    def ours_in_memory() -> None:  # locate, select by role, draw, apply: what a campaign does
+        buffers = {None: data}
+        targets = select_targets(data, Selection())
+        space = bit_space(targets, buffers, settings.fault_model)
+        hits = space.fault.draw(space, bits, np.random.default_rng(0), buffers)
+        space.fault.apply(buffers, [targets[h.target].site(h.word, h.bit) for h in hits])
 
     def naive_in_memory() -> None:  # parse, numpy edit, re-serialise, no disk
         model = onnx.ModelProto.FromString(bytes(data))
@@ -127,7 +125,7 @@ def bench_opt_levels(model: Path, repeat: int = 30) -> dict[str, float]:
     data = load_dataset("digits")
     out = {}
     for level in ("disable", "basic", "extended", "all"):
-        prepared = prepare_model(model, data, FlipSettings(), opt_level=level)
+        prepared = prepare_model(model, data, Selection(), opt_level=level)
         out[level] = _median_time(lambda p=prepared: run_trial(p, 0, data.y, 5, 0, 0), repeat)
     return out
 
@@ -165,10 +163,8 @@ def main() -> None:
         budgets = [1, 2, 5, 10, 20]
         for workers in sorted({1, args.workers}):
             start = time.perf_counter()
-            result = run_campaign(
-                [model], budgets, args.trials, "digits", seed=0, workers=workers,
-                show_progress=False,
-            )  # fmt: skip
+            plan = CampaignPlan(budgets=budgets, trials=args.trials, workers=workers)
+            result = run_campaign([model], "digits", plan, show_progress=False)
             wall = time.perf_counter() - start
             n = len(result.trial_results)
             print(

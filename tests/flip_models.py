@@ -252,3 +252,12 @@ def large_mlp(path: Path, megabytes: int = 100, seed: int = 0) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def digits_linear_bytes(softmax: bool = False) -> bytes:
+    """A least-squares linear digits classifier (Flatten + Gemm), serialized: small and fast
+    for unit tests of the fault machinery (640 float32 weights, 10 biases, ~90 % accurate)."""
+    from builders import digits_linear_weights, linear_image_model
+
+    w, b = digits_linear_weights()
+    return linear_image_model(w, b, softmax=softmax).SerializeToString()

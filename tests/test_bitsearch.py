@@ -21,14 +21,15 @@ from qtool.cli import main
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
 from qtool.evaluation.evaluate import model_io
-from qtool.faults.bitsearch import (
+from qtool.faults import load_manifest, replay
+from qtool.faults.search import (
     flipped_values,
     int8_flip,
     progressive_search,
-    run_search_command,
+    repeated_search,
     split_data,
+    write_search,
 )
-from qtool.faults.flip import load_manifest, replay
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import initializer_roles
@@ -162,17 +163,8 @@ def test_manifest_replays_to_the_same_accuracy(tiny, tmp_path):
     src = tiny["int8"]
     before = sha256_file(src)
     out, manifest_path = tmp_path / "flipped.onnx", tmp_path / "flips.json"
-    result, _ = run_search_command(
-        src,
-        out,
-        manifest_path,
-        "digits",
-        20,
-        until_accuracy=30,
-        attack_samples=64,
-        seed=2,
-        show_progress=False,
-    )
+    result, _ = repeated_search(src, "digits", 20, 0.30, attack_samples=64, seed=2)
+    write_search(result, out, manifest_path)
     assert sha256_file(src) == before
     manifest = load_manifest(manifest_path)
     assert manifest["search"]["flips_to_target"] == len(manifest["flips"])
@@ -190,12 +182,13 @@ def test_manifest_replays_to_the_same_accuracy(tiny, tmp_path):
     undone = replay(out, manifest, undo=True)
     assert bytes(undone.main) == src.read_bytes()
     with pytest.raises(QtoolError, match="already exists"):
-        run_search_command(src, out, None, "digits", 1, show_progress=False)
+        write_search(result, out, None)
 
 
 def test_bad_input_is_exit_2(tiny, tmp_path):
-    with pytest.raises(QtoolError, match="--data"):
-        run_search_command(tiny["int8"], tmp_path / "o.onnx", None, None, 3)
+    with pytest.raises(QtoolError, match="train split") as caught:  # the library names the
+        progressive_search(tiny["int8"], "digits:train", 3)  # parameter, never a flag
+    assert caught.value.param == "data_spec" and "--" not in str(caught.value)
     runner = CliRunner()
     args = ["flip", str(tiny["int8"]), "--search", "progressive", "--bits", "3"]
     res = runner.invoke(main, [*args, "--out", str(tmp_path / "o.onnx")])

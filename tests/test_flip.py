@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 from onnx import numpy_helper
 
 from qtool.cli import main
-from qtool.faults.flip import FlipSettings, bit_positions, inject, parse_positions
+from qtool.faults import FlipSettings, inject
+from qtool.faults.words import bit_positions
 from qtool.modelfile.load import sha256_file
-from qtool.modelfile.locate import locate_initializers, to_flippable
+from qtool.modelfile.locate import locate_initializers
+from qtool.modelfile.rewrite import to_flippable
 
 ROLE = {"weights": "weight", "biases": "bias", "qparams": "qparam"}
 
@@ -141,7 +143,9 @@ def test_typed_fields_are_located_and_varint_converted(models):
 
 
 def test_named_positions_per_type():
-    p = parse_positions
+    def p(text: str) -> list[str | int]:
+        return [int(t) if t.isdigit() else t for t in text.split(",")]
+
     assert bit_positions(1, p("sign")) == (31,)
     assert bit_positions(1, p("exponent")) == tuple(range(23, 31))
     assert bit_positions(1, p("exponent-msb")) == (30,)
@@ -188,7 +192,14 @@ def test_exactly_n_bits_inside_eligible_data(models, case, bits, seed, positions
     path = models[name]
     before = _all_bytes(path)
     try:
-        inj = inject(path, FlipSettings(bits, seed, targets, None, positions, fault))
+        settings = FlipSettings(
+            bits=bits,
+            seed=seed,
+            targets=(targets,),
+            positions=tuple(int(t) if t.isdigit() else t for t in positions.split(",")),
+            fault=fault,
+        )
+        inj = inject(path, settings)
     except Exception as exc:  # a selection with too few bits is refused, never half-done
         assert "eligible" in str(exc)
         return
@@ -245,7 +256,7 @@ def test_subgraph_and_outer_scope_weights(models):
 
 
 def test_qoperator_roles(models):
-    inj = inject(models["qop_cnn"], FlipSettings(bits=0, targets="all"))
+    inj = inject(models["qop_cnn"], FlipSettings(bits=0, targets=("all",)))
     roles = {t["tensor"]: t["role"] for t in inj.manifest["eligible_tensors"]}
     weights = {n for n, r in roles.items() if r == "weight"}
     assert weights == {"conv.weight_quantized", "fc.weight_quantized"}
@@ -337,10 +348,10 @@ def test_existing_output_refused_without_force(models, tmp_path):
         (["--bits", "100000"], "eligible bits"),
         (["--layers", "no_such_layer"], "matches none"),
         (["--layers", "("], "regular expression"),
-        (["--positions", "middle"], "bad --positions"),
-        (["--positions", "99"], "bad --positions"),
-        (["--targets", "everything"], "bad --targets"),
-        (["--bits", "x"], "bad --bits"),
+        (["--positions", "middle"], "Invalid value for '--positions'"),
+        (["--positions", "99"], "Invalid value for '--positions'"),
+        (["--targets", "everything"], "Invalid value for '--targets'"),
+        (["--bits", "x"], "Invalid value for '--bits'"),
         (["--bits", "1,2", "--trials", "2"], "needs --data"),
         (["--targets", "biases", "--positions", "exponent"], "no eligible bits"),
     ],

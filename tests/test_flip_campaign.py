@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from flip_models import digits_cnn, quantized
 
 from qtool.cli import main
-from qtool.faults.campaign import run_campaign
+from qtool.faults.campaign import CampaignPlan, run_campaign
 from qtool.modelfile.load import sha256_file
 from qtool.outputs import to_jsonable
 
@@ -25,8 +26,9 @@ def pair(tmp_path_factory) -> list[Path]:
 
 def test_campaign_same_results_with_one_or_two_workers(pair):
     shas = [sha256_file(p) for p in pair]
-    one = run_campaign(pair, [1, 8], 3, "digits", seed=11, workers=1, show_progress=False)
-    two = run_campaign(pair, [1, 8], 3, "digits", seed=11, workers=2, show_progress=False)
+    plan = CampaignPlan(budgets=(1, 8), trials=3, seed=11)
+    one = run_campaign(pair, "digits", plan, show_progress=False)
+    two = run_campaign(pair, "digits", replace(plan, workers=2), show_progress=False)
     assert [to_jsonable(r) for r in one.trial_results] == [
         to_jsonable(r) for r in two.trial_results
     ]
@@ -35,7 +37,8 @@ def test_campaign_same_results_with_one_or_two_workers(pair):
 
 
 def test_campaign_statistics(pair):
-    result = run_campaign(pair, "0,64", 6, "digits", seed=2, show_progress=False)
+    plan = CampaignPlan(budgets=(64, 0), trials=6, seed=2)
+    result = run_campaign(pair, "digits", plan, show_progress=False)
     assert result.budgets == [0, 64] and len(result.trial_results) == 2 * 2 * 6
     for s in result.stats:
         accs = [

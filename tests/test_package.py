@@ -222,7 +222,7 @@ def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
     from flip_models import digits_cnn, quantized
 
     from qtool.deploy.verify import verify
-    from qtool.faults.flip import FlipSettings, inject
+    from qtool.faults import FlipSettings, inject
     from qtool.modelfile.rewrite import to_flippable
 
     int8 = quantized(digits_cnn(tmp_path / "cnn.onnx"), tmp_path / "cnn.int8.onnx")
@@ -236,7 +236,7 @@ def test_thousand_single_bit_flips_are_detected_and_attributed(tmp_path):
     original = model_file.read_bytes()
     misses = []
     for seed in range(1000):
-        flip = inject(model_file, FlipSettings(bits=1, seed=seed, targets="all"))
+        flip = inject(model_file, FlipSettings(bits=1, seed=seed, targets=("all",)))
         entry = flip.manifest["flips"][0]
         model_file.write_bytes(bytes(flip.files.main))
         result = verify(bundle)

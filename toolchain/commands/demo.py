@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from qtool.commands.flip_views import campaign_plot
 from qtool.commands.options import force_option
 from qtool.demo.pipeline import DEFAULT_OUT, SUMMARY_FILE, TABLE_TITLES, run_demo, summary_table
 from qtool.report import info, show, table
@@ -35,7 +36,7 @@ def command(out_dir: Path, seed: int, force: bool) -> None:
       qtool demo
       qtool demo --out /tmp/demo --force
     """
-    ctx = run_demo(out_dir, force=force, seed=seed)
+    ctx = run_demo(out_dir, force=force, seed=seed, campaign_plot=campaign_plot)
     total = ctx.stage_seconds.get("total", 0.0)
     for group, title in TABLE_TITLES.items():
         columns, rows = summary_table(ctx, group)

@@ -66,6 +66,8 @@ class DemoContext:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tables: list[tuple[str, list[str], list[list]]] = field(default_factory=list)
+    # draws a campaign's curve to a PNG (the flip command's plot; the library draws none)
+    campaign_plot: Callable[[Any, Path], Path] | None = None
 
 
 Stage = Callable[[DemoContext], None]
@@ -265,27 +267,24 @@ def stage_bench(ctx: DemoContext) -> None:
 
 def stage_flip(ctx: DemoContext) -> None:
     """Random bit flips in the stored weights: accuracy vs number of flipped bits."""
-    from qtool.faults.campaign import campaign_plot, run_campaign
+    from qtool.faults.campaign import CampaignPlan, run_campaign
 
     for name in DEMO_FLIP_MODELS:
         rec = ctx.records.get(name)
         if rec is None or "int8" not in rec.paths:
             continue
         info(f"bit-flip campaign on {name}: FP32 vs INT8, {DEMO_FLIP_TRIALS} trials per budget")
+        plan = CampaignPlan(budgets=DEMO_FLIP_BUDGETS, trials=DEMO_FLIP_TRIALS, seed=ctx.seed)
         result = run_campaign(
-            [rec.paths["fp32"], rec.paths["int8"]],
-            DEMO_FLIP_BUDGETS,
-            DEMO_FLIP_TRIALS,
-            rec.data,
-            seed=ctx.seed,
-            workers=1,
-            show_progress=False,
+            [rec.paths["fp32"], rec.paths["int8"]], rec.data, plan, show_progress=False
         )
         report = ctx.out_dir / f"{name}.flips.json"
         write_json(report, result)
         rec.paths["flips"] = report
-        try:  # the curve as a picture too, when the plot extra is installed
-            rec.paths["flips_plot"] = campaign_plot(result, ctx.out_dir / f"{name}.flips.png")
+        try:  # the curve as a picture too, when the command draws and matplotlib is here
+            if ctx.campaign_plot is not None:
+                plot = ctx.campaign_plot(result, ctx.out_dir / f"{name}.flips.png")
+                rec.paths["flips_plot"] = plot
         except QtoolError as exc:
             ctx.notes.append(f"no flip plot: {exc}")
         by_model = {}
@@ -311,7 +310,7 @@ def stage_flip(ctx: DemoContext) -> None:
 
 def stage_targeted(ctx: DemoContext) -> None:
     """Chosen bits (progressive bit search) vs random bits, on the INT8 CNN and MLP."""
-    from qtool.faults.bitsearch import progressive_search
+    from qtool.faults.search import progressive_search
 
     rows = []
     for name in DEMO_FLIP_MODELS:
@@ -362,8 +361,8 @@ def stage_package(ctx: DemoContext) -> None:
     """Bundle the INT8 CNN with ECC; corrupt it with a few flips; verify catches and repairs."""
     from qtool.deploy.bundle import package
     from qtool.deploy.verify import verify
-    from qtool.faults.flip import FlipSettings, inject
-    from qtool.modelfile.locate import to_flippable
+    from qtool.faults import FlipSettings, inject
+    from qtool.modelfile.rewrite import to_flippable
 
     rec = ctx.records.get(DEMO_PACKAGE_MODEL)
     if rec is None or "int8" not in rec.paths:
@@ -471,6 +470,7 @@ def run_demo(
     models: list[tuple[str, str, str]] | None = None,
     stages: list[tuple[str, Stage]] | None = None,
     cache: str | Path | None = None,
+    campaign_plot: Callable[[Any, Path], Path] | None = None,
 ) -> DemoContext:
     """Run every stage over every demo model; write summary.json; return the context."""
     start = time.perf_counter()
@@ -479,6 +479,7 @@ def run_demo(
         seed=seed,
         force=force,
         cache_dir=Path(cache) if cache is not None else None,
+        campaign_plot=campaign_plot,
     )
     for name, model, data in models or DEMO_MODELS:
         ctx.records[name] = ModelRecord(name, model, data)

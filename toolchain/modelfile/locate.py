@@ -371,11 +371,3 @@ def external_files(locations: list[TensorLocation]) -> list[str]:
 
 # Kept importable from here for callers written before the conversion moved to `rewrite`.
 _MOVED_TO_REWRITE = {"to_flippable", "replace_tensors", "rewrite_tensors"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_REWRITE:
-        from qtool.modelfile import rewrite
-
-        return getattr(rewrite, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

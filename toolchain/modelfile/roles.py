@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import onnx
 
+from qtool.modelfile.locate import graph_nodes
+
+TensorKey = tuple[str, str]  # (graph path, tensor name), as qtool.modelfile.locate names them
+
 
 def initializer_roles(graph: onnx.GraphProto) -> dict[str, str]:
     """Role of each initializer by how the graph uses it: weight, bias, qparam or other."""
@@ -57,6 +61,32 @@ def initializer_roles(graph: onnx.GraphProto) -> dict[str, str]:
                 dq = producers_of_dq.get(b)
                 roles.setdefault(dq.input[0] if dq is not None else source(b), "bias")
     return roles
+
+
+def graph_roles(
+    model_bytes: bytes | bytearray,
+) -> tuple[dict[TensorKey, str], dict[TensorKey, list[str]]]:
+    """(graph, name) -> role, and (graph, name) -> names of the nodes that read it.
+
+    A subgraph's nodes may use tensors of the graphs around it, so each graph's roles take
+    the nodes of its subgraphs into account too.
+    """
+    skeletons = {
+        path: onnx.GraphProto.FromString(data) for path, data in graph_nodes(model_bytes).items()
+    }
+    roles: dict[TensorKey, str] = {}
+    readers: dict[TensorKey, list[str]] = {}
+    for path in skeletons:
+        merged = onnx.GraphProto()
+        for sub, graph in skeletons.items():
+            if sub == path or sub.startswith(path + "/"):
+                merged.node.extend(graph.node)
+        for name, role in initializer_roles(merged).items():
+            roles[(path, name)] = role
+        for node in merged.node:
+            for name in node.input:
+                readers.setdefault((path, name), []).append(node.name or node.op_type)
+    return roles, readers
 
 
 _PASS_THROUGH = {

@@ -1,0 +1,56 @@
+"""QuantizeLinear / DequantizeLinear: exact forward, clipped straight-through backward."""
+
+from __future__ import annotations
+
+from qtool.runtimes.torch_replica.base import ReplicaOps, UnsupportedGraph
+
+# quantised type -> (lowest, highest) representable value
+_QRANGE = {2: (0, 255), 3: (-128, 127), 4: (0, 65535), 5: (-32768, 32767)}
+
+
+class QuantOps(ReplicaOps):
+    """QDQ pairs as the int8 arithmetic ONNX Runtime does, differentiable."""
+
+    def _qparams(self, node, ins, a, x):
+        scale = self._float(ins[1])
+        zp = ins[2] if len(ins) > 2 and ins[2] is not None else None
+        if "block_size" in a and int(a["block_size"]) > 0:
+            raise UnsupportedGraph("blocked QuantizeLinear/DequantizeLinear")
+        if (
+            scale.dim() == 1
+            and scale.numel() > 1
+            or (scale.dim() == 1 and x.dim() > 1 and "axis" in a)
+        ):
+            axis = int(a.get("axis", 1)) % x.dim()
+            shape = [1] * x.dim()
+            shape[axis] = -1
+            scale = scale.reshape(shape)
+            zp = zp.reshape(shape) if zp is not None else None
+        return scale, zp
+
+    def _op_DequantizeLinear(self, node, ins, a):
+        x = ins[0]
+        scale, zp = self._qparams(node, ins, a, x)
+        xf = x if x.is_floating_point() else x.float()
+        if zp is not None:
+            xf = xf - zp.float()
+        return xf * scale
+
+    def _op_QuantizeLinear(self, node, ins, a):
+        """Exact forward (round half to even, saturate); clipped straight-through backward."""
+        torch = self.torch
+        x = self._float(ins[0])
+        scale, zp = self._qparams(node, ins, a, x)
+        if zp is not None:
+            dtype = {torch.uint8: 2, torch.int8: 3, torch.int16: 5}.get(zp.dtype)
+            if dtype is None:
+                raise UnsupportedGraph(f"QuantizeLinear to {zp.dtype}")
+        else:
+            dtype = int(a.get("output_dtype", 0)) or 2
+        if dtype not in _QRANGE:
+            raise UnsupportedGraph(f"QuantizeLinear to ONNX type {dtype}")
+        lo, hi = _QRANGE[dtype]
+        t = x / scale
+        t = t + (torch.round(t) - t).detach()  # ONNX rounds x / scale before adding zp
+        q = t + (zp.float() if zp is not None else 0.0)
+        return torch.clamp(q, lo, hi)  # saturation: zero gradient outside the range

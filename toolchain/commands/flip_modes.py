@@ -1,0 +1,169 @@
+"""The four modes of `qtool flip`, one function each: check the options that mode uses, call
+the library with typed values, print, write the reports."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from qtool.commands.flip_views import (
+    campaign_plot,
+    campaign_table,
+    evaluation_table,
+    flips_table,
+    replay_table,
+    search_table,
+    seeds_table,
+)
+from qtool.commands.options import write_json_report
+from qtool.errors import QtoolError
+from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
+from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
+from qtool.modelfile.buffers import changed_files, read_model_files, write_model_files
+from qtool.outputs import atomic_write, write_json
+from qtool.report import info, show
+
+if TYPE_CHECKING:
+    from qtool.commands.flip import FlipArgs
+
+Mode = Callable[["FlipArgs"], None]
+
+
+def mode_of(args: FlipArgs) -> Mode:
+    """Which mode the options ask for: search, replay/undo, campaign, or one injection."""
+    if args.search is not None:
+        return search
+    if args.apply_path or args.undo_path:
+        return replay_manifest
+    if args.is_campaign:
+        return campaign
+    return injection
+
+
+def injection(args: FlipArgs) -> None:
+    """One injection into one model: write it, log it, optionally score it."""
+    if args.csv_path or args.plot_path:
+        raise QtoolError("--csv and --plot belong to campaigns (--trials T and --data)")
+    model = args.models[0]
+    settings = FlipSettings(bits=args.bits[0], seed=args.seed, **args.selection)
+    result = inject(model, settings)
+    manifest = result.manifest
+    if args.out is not None:
+        changed = {e["file"] for e in manifest["flips"] if e["file"] is not None}
+        write_model_files(result.files, args.out, args.force, changed)
+        manifest["out"] = str(args.out)
+    if args.manifest_path is not None:
+        write_json(args.manifest_path, manifest)
+    show(flips_table(manifest))
+    if manifest["converted_to_raw_data"]:
+        info(
+            "converted to raw_data before flipping (varint-encoded): "
+            + ", ".join(manifest["converted_to_raw_data"])
+        )
+    report: dict = {"manifest": manifest}
+    if args.data_spec:
+        evaluation = evaluate_manifest(model, manifest, args.data_spec, args.split)
+        report["evaluation"] = evaluation
+        show(evaluation_table(evaluation))
+    write_json_report(args.json_path, report)
+
+
+def replay_manifest(args: FlipArgs) -> None:
+    """--apply / --undo: replay a manifest on MODEL (or undo it), byte for byte."""
+    if args.apply_path and args.undo_path:
+        raise QtoolError("give --apply or --undo, not both")
+    if args.is_campaign or len(args.models) != 1:
+        raise QtoolError("--apply/--undo work on one model and one manifest, not campaigns")
+    if args.out is None:
+        raise QtoolError("--apply/--undo need --out for the resulting model")
+    model, undo = args.models[0], args.undo_path is not None
+    manifest_file = args.undo_path if undo else args.apply_path
+    manifest = load_manifest(manifest_file)
+    before = read_model_files(model).sha256()
+    files = replay(model, manifest, undo=undo, force=args.force)
+    write_model_files(files, args.out, args.force, changed_files(before, files))
+    out_sha = files.sha256()[""]
+    rows = [[str(model), before[""]], [str(args.out), out_sha]]
+    show(replay_table("undid" if undo else "applied", len(manifest["flips"]), manifest_file, rows))
+    write_json_report(
+        args.json_path,
+        {
+            "model": str(model),
+            "manifest": str(manifest_file),
+            "undo": undo,
+            "out": str(args.out),
+            "out_sha256": out_sha,
+        },
+    )
+
+
+def campaign(args: FlipArgs) -> None:
+    """Several budgets, models or trials: accuracy vs flipped bits, in memory."""
+    if args.data_spec is None:
+        raise QtoolError("a campaign (--trials, several models or --bits lists) needs --data")
+    if args.out or args.manifest_path:
+        raise QtoolError(
+            "campaigns keep flipped models in memory; --out/--manifest are for one "
+            "injection (drop --trials and give one --bits count)"
+        )
+    plan = CampaignPlan(
+        budgets=tuple(args.bits),
+        trials=args.trials or 10,
+        seed=args.seed,
+        split=args.split,
+        workers=args.workers,
+        **args.selection,
+    )
+    result = run_campaign(list(args.models), args.data_spec, plan)
+    show(campaign_table(result))
+    info(
+        f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
+        f"({result.trials_per_second:.1f} trials/s, {args.workers} worker(s))"
+    )
+    write_json_report(args.json_path, result)
+    if args.csv_path:
+        atomic_write(args.csv_path, stats_csv(result.stats))
+    if args.plot_path:
+        campaign_plot(result, args.plot_path)
+
+
+def search(args: FlipArgs) -> None:
+    """--search progressive: choose the bits (Bit-Flip Attack), write, print the log."""
+    from qtool.faults.search import repeated_search, write_search
+
+    _check_search(args)
+    target = None if args.until_accuracy is None else args.until_accuracy / 100.0
+    result, summary = repeated_search(
+        args.models[0],
+        args.data_spec,
+        args.bits[0],
+        target,
+        attack_samples=args.attack_samples,
+        seeds=args.seeds,
+        seed=args.seed,
+        show_progress=True,
+    )
+    write_search(result, args.out, args.manifest_path, force=args.force)
+    show(search_table(result))
+    if summary is not None:
+        show(seeds_table(summary, args.until_accuracy, args.seed))
+    write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
+
+
+def _check_search(args: FlipArgs) -> None:
+    if len(args.models) != 1:
+        raise QtoolError("--search attacks one model at a time")
+    if len(args.bits) != 1:
+        raise QtoolError("--search takes one --bits budget (the most flips to choose), not a list")
+    defaults = (args.targets, args.layers, args.positions, args.fault) == (
+        ("weights",), None, ("any",), "flip",
+    )  # fmt: skip
+    if not defaults or args.trials or args.apply_path or args.undo_path or args.split:
+        raise QtoolError(
+            "--search chooses its own bits among all weights: drop --targets/--layers/"
+            "--positions/--fault/--trials/--apply/--undo/--split"
+        )
+    if not args.data_spec:
+        raise QtoolError("--search progressive needs --data (a labelled data set, e.g. digits)")
+    if args.until_accuracy is not None and not 0 <= args.until_accuracy <= 100:
+        raise QtoolError("--until-accuracy is a percentage between 0 and 100")
