@@ -367,7 +367,3 @@ def external_files(locations: list[TensorLocation]) -> list[str]:
         if loc.file is not None:
             seen.setdefault(os.path.normpath(loc.file))
     return list(seen)
-
-
-# Kept importable from here for callers written before the conversion moved to `rewrite`.
-_MOVED_TO_REWRITE = {"to_flippable", "replace_tensors", "rewrite_tensors"}

@@ -20,12 +20,8 @@ from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import Target
 from qtool.faults.words import LAYOUTS, decode_word, element_of
 from qtool.modelfile.buffers import Buffers, ModelFiles, read_model_files, sha256_hex
-from qtool.modelfile.locate import (
-    TensorLocation,
-    locate_initializers,
-    replace_tensors,
-    to_flippable,
-)
+from qtool.modelfile.locate import TensorLocation, locate_initializers
+from qtool.modelfile.rewrite import replace_tensors, to_flippable
 from qtool.modelfile.roles import TensorKey
 from qtool.modelfile.summary import dtype_name
 

@@ -13,12 +13,8 @@ from qtool.faults.storage.models import BitSite
 from qtool.faults.storage.selection import Selection
 from qtool.faults.words import LAYOUTS, bit_positions, word_view
 from qtool.modelfile.buffers import Buffers, ModelFiles
-from qtool.modelfile.locate import (
-    TensorLocation,
-    locate_initializers,
-    tensor_bodies,
-    to_flippable,
-)
+from qtool.modelfile.locate import TensorLocation, locate_initializers, tensor_bodies
+from qtool.modelfile.rewrite import to_flippable
 from qtool.modelfile.roles import TensorKey, graph_roles
 
 
