@@ -19,17 +19,19 @@ def fmt_eps(eps: float) -> str:
     return f"{round(steps)}/255" if abs(steps - round(steps)) < 1e-6 else f"{eps:.4g}"
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
 def _interval(s: Summary) -> str:
-    return (
-        f"{fmt_pct(s.success.value, 1)} [{fmt_pct(s.success.low, 1)}, {fmt_pct(s.success.high, 1)}]"
-    )
+    return f"{_pct(s.success.value)} [{_pct(s.success.low)}, {_pct(s.success.high)}]"
 
 
 def verdict(s: Summary) -> str:
+    """Against the floor: the paired interval of (success - noise) must lie above zero."""
     if s.beats_floor is None:
-        return "floor"
-    excess = f"+{100 * s.excess.value:.1f} pp"
-    return f"beats noise ({excess})" if s.beats_floor else "FAILS: not above noise"
+        return "(floor)"
+    return f"yes, +{100 * s.excess.value:.1f} pp" if s.beats_floor else "FAILS"
 
 
 def results_table(report: AttackReport) -> Table:
