@@ -215,18 +215,22 @@ def command(
     if failing:
         info(f"{len(failing)} setting(s) do not beat the noise floor of the same norm: they fail")
     if examples_path is not None and x_adv is not None:
-        from qtool.attacks.campaign import save_examples
-
-        save_examples(examples_path, x_adv, settings, report.examples)
-        e = report.examples
-        accuracy = 100 * e["accuracy_under_attack"]
-        info(
-            f"wrote {examples_path}: {e['method']} K={e['k']} eps={e['eps']:.4g} seed {e['seed']} "
-            f"(accuracy under attack on {Path(e['model']).name}: {accuracy:.2f} %)"
-        )
+        _save(examples_path, x_adv, settings, report.examples)
     write_json_report(json_path, report.to_dict())
     if plot_path is not None:
         attack_plot(report, plot_path)
+
+
+def _save(path: Path, x_adv, settings: AttackSettings, setting: dict) -> None:
+    from qtool.attacks.campaign import save_examples
+
+    save_examples(path, x_adv, settings, setting)
+    accuracy = 100 * setting["accuracy_under_attack"]
+    info(
+        f"wrote {path}: {setting['method']} K={setting['k']} eps={setting['eps']:.4g} seed "
+        f"{setting['seed']} (accuracy under attack on {Path(setting['model']).name}: "
+        f"{accuracy:.2f} %)"
+    )
 
 
 def _run(settings: AttackSettings, keep_examples: bool):
