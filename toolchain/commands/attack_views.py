@@ -30,8 +30,8 @@ def _interval(s: Summary) -> str:
 def verdict(s: Summary) -> str:
     """Against the floor: the paired interval of (success - noise) must lie above zero."""
     if s.beats_floor is None:
-        return "(floor)"
-    return f"yes, +{100 * s.excess.value:.1f} pp" if s.beats_floor else "FAILS"
+        return "-"
+    return f"+{100 * s.excess.value:.1f} pp" if s.beats_floor else "FAILS"
 
 
 def results_table(report: AttackReport) -> Table:
@@ -52,7 +52,7 @@ def results_table(report: AttackReport) -> Table:
                 _pct(s.noise.value),
                 verdict(s),
                 _pct(s.accuracy_under_attack),
-                f"{255 * (s.linf_max if norm == 'linf' else s.l2_max):.2f}/255",
+                f"{255 * (s.linf_max if norm == 'linf' else s.l2_max):.2f}",
                 f"{1000 * s.seconds_per_example:.2f}",
                 queries,
             ]
@@ -61,22 +61,24 @@ def results_table(report: AttackReport) -> Table:
     title = (
         f"attack success (%) on correctly classified {report.settings['target_split']} samples, "
         f"{norm}, {seeds} seed{'s' * (seeds > 1)}, 95 % bootstrap interval over samples and "
-        "seeds; K = attacker's images per class; transfer methods never query the target; "
-        "'beats noise' = paired interval of success - noise above 0"
+        "seeds; K = attacker's images per class (transfer methods never query the target); "
+        "vs noise: the excess over the noise floor when the paired interval of success - noise "
+        f"is above 0, else FAILS; max {norm} x 255; ms per crafted example; median queries per "
+        "fooled image"
     )
     columns = [
         "model",
         "method",
         "K",
         "eps",
-        "clean acc",
+        "clean",
         "success [95 % CI]",
         "noise",
-        "beats noise",
+        "vs noise",
         "acc attacked",
-        f"max {norm}",
-        "ms/example",
-        "median queries",
+        "max",
+        "ms",
+        "queries",
     ]
     return table(title, columns, rows)
 
