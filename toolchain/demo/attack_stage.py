@@ -22,8 +22,8 @@ DEMO_ATTACK_EPS = (8 / 255, 64 / 255)  # the paper's budget, and one 8x8 digits 
 DEMO_ATTACK_K = (1, None)
 DEMO_ATTACK_METHODS = ("etf",)
 DEMO_ATTACK_SEEDS = 3
-DEMO_ATTACK_SAMPLES = 120
-DEMO_SURROGATE_STEPS = 100
+DEMO_ATTACK_SAMPLES = 100
+DEMO_SURROGATE_STEPS = 80
 
 
 def stage_attack(ctx: DemoContext) -> None:
