@@ -30,5 +30,6 @@ for _name, _help in [
     ("package", "Bundle a model with hashes, a model card and optional ECC."),
     ("verify", "Check a bundle against its manifest; repair with ECC."),
     ("predict", "Classify inputs with a verified bundle's model."),
+    ("attack", "Lightweight black-box attacks (few samples, no outputs) vs the noise floor."),
 ]:
     COMMANDS.add(_name, CommandEntry(f"qtool.commands.{_name}", _help))

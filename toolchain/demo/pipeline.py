@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qtool import __version__
+from qtool.demo.attack_stage import stage_attack
 from qtool.errors import QtoolError
 from qtool.outputs import write_json
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, info
@@ -407,6 +408,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("flip", stage_flip),
     ("targeted", stage_targeted),
     ("package", stage_package),
+    ("attack", stage_attack),
 ]
 
 COLUMNS: list[Column] = [
