@@ -18,10 +18,10 @@ from qtool.attacks.target import load_target  # noqa: E402
 
 
 def test_etf_from_one_image_per_class_beats_noise_on_fp32_and_int8(zoo_models, tmp_path):
-    from qtool.quantization.quantize import quantize_model
+    from qtool.quantization.quantize import QuantizeOptions, quantize_model
 
     int8 = tmp_path / "cnn.int8.onnx"
-    quantize_model(zoo_models["cnn"], int8, "digits", seed=0)
+    quantize_model(zoo_models["cnn"], int8, "digits", QuantizeOptions(seed=0))
     x, y = digits_test()
     budget = Budget(BIG_EPS)
     x_adv = etf.craft(CraftRequest(x, y, budget, 0, surrogate=surrogate(1, 0))).x_adv
