@@ -2,8 +2,9 @@
 
 A bundle is a folder holding the model file(s) unchanged, `manifest.json`, `MODEL_CARD.md`,
 optionally `model.ecc`, `reports/` and `manifest.sig` (see `signing`). The manifest lists
-every file but itself and its signature, so a signature over it covers them all. Every path read from a manifest (or an archive, see
-`archive`) is checked to stay inside the bundle before anything is opened.
+every file but itself and its signature, so a signature over it covers them all. Every path
+read from a manifest (or an archive, see `archive`) is checked to stay inside the bundle
+before anything is opened.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ def _crypto():
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as exc:
-        raise MissingExtra("cryptography", "sign", "signing and checking bundle signatures") from exc
+        raise MissingExtra("cryptography", "sign", "signing and checking signatures") from exc
     return serialization, ed25519, InvalidSignature
 
 
