@@ -28,6 +28,10 @@ OPTIONAL_MODULES = {
     "PIL": "data",
     "matplotlib": "plot",
     "reedsolo": "ecc",
+    "cryptography": "sign",
+    "pydicom": "dicom",
+    "starlette": "serve",
+    "uvicorn": "serve",
 }
 
 
