@@ -98,6 +98,7 @@ def test_durations():
     from qtool.commands.serve import parse_duration
 
     assert parse_duration("60s") == 60 and parse_duration("500ms") == 0.5
-    assert parse_duration("5m") == 300 and parse_duration("2") == 2 and parse_duration("off") is None
+    assert parse_duration("5m") == 300 and parse_duration("2") == 2
+    assert parse_duration("off") is None
     with pytest.raises(click.BadParameter):
         parse_duration("soon")
