@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,7 +105,7 @@ def gauges(state: ServerState) -> list[tuple[str, str, str, float, dict | None]]
          g.last_restored_at, None),
         ("qtool_repairs_total", "counter", "Repairs from the ECC parity.", g.repairs, None),
         ("qtool_reloads_total", "counter", "Reloads of a verified copy.", g.reloads, None),
-        ("qtool_inference_workers", "gauge", "Inference threads (--workers).", state.workers,
+        ("qtool_inference_workers", "gauge", "Inference threads.", state.workers,
          None),
         ("qtool_inference_inflight", "gauge", "Inference runs in flight.", state.running.now,
          None),
@@ -115,32 +114,31 @@ def gauges(state: ServerState) -> list[tuple[str, str, str, float, dict | None]]
     ]  # fmt: skip
 
 
-def build_app(state: ServerState) -> Starlette:
-    """The app over `state` (its guard holds the verified model)."""
-    guard, limits = state.guard, state.limits
+class Handlers:
+    """The route handlers over one `ServerState`; each answers, never raises."""
 
-    def endpoint(label: str):
-        def wrap(handler):
-            @functools.wraps(handler)
-            async def run(request: Request) -> Response:
-                start = time.perf_counter()
-                try:
-                    response = await handler(request)
-                except RequestError as exc:
-                    response = JSONResponse({"error": str(exc)}, status_code=exc.status)
-                except Exception as exc:  # never let one request take the server down
-                    log.exception("internal error on %s %s", request.method, request.url.path)
-                    error = f"internal error: {type(exc).__name__}: {exc}"
-                    response = JSONResponse({"error": error}, status_code=500)
-                state.metrics.observe(label, response.status_code, time.perf_counter() - start)
-                return response
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.guard = state.guard
+        self.limits = state.limits
 
-            return run
+    async def answer(self, label: str, request: Request, handler) -> Response:
+        """Run one handler: RequestError -> its status and {"error"}; anything else -> 500
+        (logged); every outcome counted and timed under `label`."""
+        start = time.perf_counter()
+        try:
+            response = await handler(request)
+        except RequestError as exc:
+            response = JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except Exception as exc:  # never let one request take the server down
+            log.exception("internal error on %s %s", request.method, request.url.path)
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            response = JSONResponse({"error": error}, status_code=500)
+        self.state.metrics.observe(label, response.status_code, time.perf_counter() - start)
+        return response
 
-        return wrap
-
-    def served(request: Request) -> ServedModel:
-        model = guard.current
+    def served(self, request: Request) -> ServedModel:
+        model = self.guard.current
         if request.path_params["name"] != model.name:
             raise RequestError(
                 404,
@@ -148,93 +146,98 @@ def build_app(state: ServerState) -> Starlette:
             )
         return model
 
-    def require_ready() -> None:
-        if not guard.ready:
+    def require_ready(self) -> None:
+        if not self.guard.ready:
             raise RequestError(503, "the model failed re-verification; waiting for a verified copy")
 
-    async def run_checked(job) -> Response:
+    async def run_checked(self, job) -> Response:
         """Run `job` on an inference thread; withhold its answer if a detection came between."""
-        epoch = guard.epoch
-        result = await asyncio.get_running_loop().run_in_executor(state.executor, job)
-        if guard.epoch != epoch or not guard.ready:
+        epoch = self.guard.epoch
+        result = await asyncio.get_running_loop().run_in_executor(self.state.executor, job)
+        if self.guard.epoch != epoch or not self.guard.ready:
             raise RequestError(503, "the model failed re-verification during this request")
         return JSONResponse(result)
 
-    @endpoint("live")
-    async def live(request: Request) -> Response:
+    def readiness(self, payload: dict) -> Response:
+        return JSONResponse(payload, status_code=200 if self.guard.ready else 503)
+
+    async def live(self, request: Request) -> Response:
         return JSONResponse({"live": True})
 
-    @endpoint("ready")
-    async def ready(request: Request) -> Response:
-        return JSONResponse({"ready": guard.ready}, status_code=200 if guard.ready else 503)
+    async def ready(self, request: Request) -> Response:
+        return self.readiness({"ready": self.guard.ready})
 
-    @endpoint("server_metadata")
-    async def server_metadata(request: Request) -> Response:
+    async def server_metadata(self, request: Request) -> Response:
         return JSONResponse({"name": "qtool", "version": __version__, "extensions": ["classify"]})
 
-    @endpoint("model_metadata")
-    async def model_metadata(request: Request) -> Response:
-        return JSONResponse(served(request).metadata())
+    async def model_metadata(self, request: Request) -> Response:
+        return JSONResponse(self.served(request).metadata())
 
-    @endpoint("model_ready")
-    async def model_ready(request: Request) -> Response:
-        name = served(request).name
-        return JSONResponse(
-            {"name": name, "ready": guard.ready}, status_code=200 if guard.ready else 503
-        )
+    async def model_ready(self, request: Request) -> Response:
+        return self.readiness({"name": self.served(request).name, "ready": self.guard.ready})
 
-    @endpoint("infer")
-    async def infer(request: Request) -> Response:
-        model = served(request)
+    async def infer(self, request: Request) -> Response:
+        model, limits = self.served(request), self.limits
         body = await read_body(request, limits.max_body_bytes)
-        require_ready()
+        self.require_ready()
 
         def job() -> dict:
             parsed = parse_infer_request(body, model.inputs, model.outputs, limits.max_batch)
-            return model.infer(parsed, state.running)
+            return model.infer(parsed, self.state.running)
 
-        return await run_checked(job)
+        return await self.run_checked(job)
 
-    @endpoint("classify")
-    async def classify(request: Request) -> Response:
-        model = served(request)
+    async def classify(self, request: Request) -> Response:
+        model, limits = self.served(request), self.limits
         body = await read_body(request, limits.max_body_bytes)
-        require_ready()
+        self.require_ready()
         if not body:
             raise RequestError(400, "the body is empty: send the image or DICOM file as the body")
-        return await run_checked(
-            lambda: model.classify(body, limits.max_pixels, limits.max_batch, state.running)
+        return await self.run_checked(
+            lambda: model.classify(body, limits.max_pixels, limits.max_batch, self.state.running)
         )
 
-    @endpoint("metrics")
-    async def metrics(request: Request) -> Response:
-        return Response(state.metrics.render(gauges(state)), media_type=CONTENT_TYPE)
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.state.metrics.render(gauges(self.state)), media_type=CONTENT_TYPE)
 
-    async def http_error(request: Request, exc: HTTPException) -> Response:
+    async def http_error(self, request: Request, exc: HTTPException) -> Response:
         """Unknown paths (404) and methods (405) get the protocol's error object too."""
-        state.metrics.observe("other", exc.status_code, 0.0)
+        self.state.metrics.observe("other", exc.status_code, 0.0)
         message = f"{exc.detail}: {request.method} {request.url.path}"
         return JSONResponse({"error": message}, status_code=exc.status_code)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
-        guard.start()
+    async def lifespan(self, app: Starlette):
+        self.guard.start()
         yield
-        guard.stop()
-        state.executor.shutdown(wait=True)
+        self.guard.stop()
+        self.state.executor.shutdown(wait=True)
         log.info("stopped: re-verification and inference threads ended")
+
+
+def build_app(state: ServerState) -> Starlette:
+    """The app over `state` (its guard holds the verified model)."""
+    h = Handlers(state)
+
+    def route(path: str, name: str, methods: tuple[str, ...] = ("GET",)) -> Route:
+        handler = getattr(h, name)
+
+        async def endpoint(request: Request) -> Response:
+            return await h.answer(name, request, handler)
+
+        return Route(path, endpoint, methods=list(methods), name=name)
 
     model = "/v2/models/{name}"
     routes = [
-        Route("/v2/health/live", live),
-        Route("/v2/health/ready", ready),
-        Route("/v2", server_metadata),
-        Route(model, model_metadata),
-        Route(f"{model}/ready", model_ready),
-        Route(f"{model}/infer", infer, methods=["POST"]),
-        Route(f"{model}/classify", classify, methods=["POST"]),
-        Route("/metrics", metrics),
+        route("/v2/health/live", "live"),
+        route("/v2/health/ready", "ready"),
+        route("/v2", "server_metadata"),
+        route(model, "model_metadata"),
+        route(f"{model}/ready", "model_ready"),
+        route(f"{model}/infer", "infer", ("POST",)),
+        route(f"{model}/classify", "classify", ("POST",)),
+        route("/metrics", "metrics"),
     ]
     return Starlette(
-        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan
+        routes=routes, exception_handlers={HTTPException: h.http_error}, lifespan=h.lifespan
     )
