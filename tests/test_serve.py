@@ -102,3 +102,12 @@ def test_durations():
     assert parse_duration("off") is None
     with pytest.raises(click.BadParameter):
         parse_duration("soon")
+
+
+def test_bound_socket_is_tcp_so_responses_are_not_delayed():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; a socket made
+    with proto 0 made every keep-alive response wait ~40 ms for a delayed ACK."""
+    from qtool.serving.server import bind
+
+    with bind("127.0.0.1", 0) as sock:
+        assert sock.proto == socket.IPPROTO_TCP

@@ -100,6 +100,6 @@ def read_manifest(folder: Path, data: bytes | None = None) -> dict:
         raise QtoolError(
             f"{path} has format version {manifest['format_version']}; upgrade qtool to read it"
         )
-    for rel in manifest_paths(manifest):
+    for rel in dict.fromkeys(manifest_paths(manifest)):  # each path once, not once a tensor
         safe_member(folder, rel)
     return manifest

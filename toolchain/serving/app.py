@@ -101,6 +101,8 @@ def gauges(state: ServerState) -> list[tuple[str, str, str, float, dict | None]]
          g.last_check_seconds, None),
         ("qtool_mismatch_last_timestamp_seconds", "gauge", "Last detection (unix, 0 = never).",
          g.last_mismatch_at, None),
+        ("qtool_repaired_last_timestamp_seconds", "gauge", "Last ECC repair (unix, 0 = never).",
+         g.last_repaired_at, None),
         ("qtool_restored_last_timestamp_seconds", "gauge", "Last reload (unix, 0 = never).",
          g.last_restored_at, None),
         ("qtool_repairs_total", "counter", "Repairs from the ECC parity.", g.repairs, None),

@@ -94,6 +94,7 @@ class Guard:
         self.last_check_at = time.time()
         self.last_check_seconds = 0.0
         self.last_mismatch_at = 0.0
+        self.last_repaired_at = 0.0
         self.last_restored_at = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -176,6 +177,7 @@ class Guard:
             self.log.warning("repair from the ECC parity failed: %s", describe_result(result))
             return False
         self.repairs += 1
+        self.last_repaired_at = time.time()
         self._event("repaired", f"restored {', '.join(result.repaired_files)} from the ECC parity")
         return True
 

@@ -108,10 +108,14 @@ def prepare(options: ServeOptions) -> ServerState:
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready TCP socket, or one line saying why not."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )[0]
+        # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets, and
+        # without it every keep-alive response waits ~40 ms for a delayed ACK (Nagle)
+        sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError as exc:
         raise QtoolError(
             f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port",
