@@ -43,7 +43,7 @@ import numpy as np
 from qtool.data.datasets import load_dataset
 from qtool.deploy.bundle import cpu_info, package
 from qtool.deploy.signing import generate_keypair
-from qtool.modelfile.locate import to_flippable
+from qtool.modelfile.rewrite import to_flippable
 from qtool.runtimes import make_session
 
 CACHE = Path(os.environ.get("QTOOL_CACHE_DIR", Path.home() / ".cache" / "qtool"))
