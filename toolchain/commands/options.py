@@ -30,6 +30,25 @@ def force_option(func):
     )(func)
 
 
+def trust_option(func):
+    return click.option(
+        "--trust",
+        "trust",
+        multiple=True,
+        metavar="PUB[,PUB...]",
+        help="Run only bundles signed by one of these public keys (KEY.pub from qtool keygen; "
+        "several for key rotation). Without it the signer is reported as unverified.",
+    )(func)
+
+
+def trust_list(values) -> dict | None:
+    """The --trust values (comma lists, repeatable) as a loaded trust list; None when absent."""
+    from qtool.deploy.signing import load_trust
+
+    paths = split_list(values)
+    return load_trust([Path(p) for p in paths], param="trust") if paths else None
+
+
 def model_argument(func):
     return click.argument("model", type=click.Path(path_type=Path))(func)
 

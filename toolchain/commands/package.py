@@ -45,13 +45,22 @@ from qtool.report import fmt_bytes, show, table
     help="--json output of eval/quantize/bench/flip to bundle (repeatable).",
 )
 @click.option("--intended-use", default=None, help="Intended-use text for MODEL_CARD.md.")
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sign manifest.json with this Ed25519 private key (from qtool keygen).",
+)
 @force_option
-def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -> None:
-    """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md and optional ECC parity.
+def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, sign_key, force) -> None:
+    """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md, optional ECC parity and an
+    optional signature (manifest.sig) over the manifest, which lists every other file.
 
     \b
     Examples:
       qtool package model.int8.onnx --out bundle/ --ecc --report eval.json --report bench.json
+      qtool package model.int8.onnx --out bundle/ --ecc --sign release.key
       qtool package model.int8.onnx --out bundle.tar.gz --format tar.gz
     """
     result = package(
@@ -63,6 +72,7 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
         report_paths=list(report_paths),
         intended_use=intended_use,
         force=force,
+        sign_key=sign_key,
     )
     rows = [
         [rel, fmt_bytes(info["bytes"]), info["sha256"][:16] + "…"]
@@ -72,6 +82,7 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
     lines = [
         ["initializers", f"{result.initializers} ({fmt_bytes(result.weight_bytes)})"],
         ["manifest sha256", result.manifest_sha256],
+        ["signed by", result.signed_by or "unsigned (sign with --sign KEY from qtool keygen)"],
     ]
     if result.ecc:
         lines.append(

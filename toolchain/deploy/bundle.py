@@ -5,7 +5,8 @@ unchanged, `manifest.json` and `MODEL_CARD.md`. The manifest records a sha256 pe
 per initializer, where its bytes lie in which file, their sha256 and a CRC32 per 4 KiB block,
 so `verify` can name the tensor and block that changed. With ECC, `model.ecc` holds
 Reed-Solomon parity over every model byte (weights and graph), so a few corrupted bytes per
-chunk are located to the element and bit, and repaired.
+chunk are located to the element and bit, and repaired. With a signing key, `manifest.sig`
+holds an Ed25519 signature over the manifest (see `signing`), which lists every other file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from qtool.deploy.manifest import (
     safe_member,
 )
 from qtool.deploy.model_card import render_model_card
+from qtool.deploy.signing import key_id_of, load_private_key, sign_manifest
 from qtool.errors import QtoolError
 from qtool.modelfile.load import load_model, sha256_file
 from qtool.modelfile.locate import locate_initializers
@@ -255,6 +257,7 @@ class PackageResult:
     ecc: dict | None
     manifest_sha256: str
     seconds: float
+    signed_by: str | None = None  # key id of the signing key
 
 
 def _check_args(fmt: str, nsym: int) -> None:
@@ -279,20 +282,26 @@ def package(
     report_paths: list[Path] | None = None,
     intended_use: str | None = None,
     force: bool = False,
+    sign_key: Path | None = None,
 ) -> PackageResult:
-    """Write the bundle of `model_path` to `out` (a folder, or an archive), atomically."""
+    """Write the bundle of `model_path` to `out` (a folder, or an archive), atomically; with
+    `sign_key` (an Ed25519 private key file), sign its manifest."""
     start = time.perf_counter()
     model_path, out = Path(model_path), Path(out)
     report_paths = [Path(p) for p in report_paths or []]
     _check_args(fmt, nsym)
+    key = None if sign_key is None else load_private_key(Path(sign_key), param="sign_key")
     kind = "dir" if fmt == "dir" else "file"
-    check_output_path(out, force, [model_path, *report_paths], kind=kind, param="out")
+    inputs = [model_path, *report_paths, *([] if sign_key is None else [Path(sign_key)])]
+    check_output_path(out, force, inputs, kind=kind, param="out")
     reports = read_reports(report_paths)
     with staging_dir(out) as staging:
         manifest = build_bundle(
             model_path, staging, ecc=ecc, nsym=nsym, reports=reports, intended_use=intended_use
         )
         manifest_sha = sha256_file(staging / MANIFEST)
+        if key is not None:
+            sign_manifest(staging, key)
         if fmt == "dir":
             replace_dir(staging, out)
         else:
@@ -305,4 +314,5 @@ def package(
         ecc=manifest["ecc"],
         manifest_sha256=manifest_sha,
         seconds=time.perf_counter() - start,
+        signed_by=None if key is None else key_id_of(key.public_key()),
     )
