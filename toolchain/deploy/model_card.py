@@ -116,8 +116,8 @@ def _bench_line(r: dict) -> str:
     """Latency and energy per model and batch, with the energy method stated on every row."""
     rows = [
         "",
-        "| model | batch | threads | p50 latency | items/s | energy per item |",
-        "|---|---|---|---|---|---|",
+        "| model | provider | batch | threads | p50 latency | items/s | energy per item |",
+        "|---|---|---|---|---|---|---|",
     ]
     for group in r.get("groups") or []:
         for c in group.get("configs") or []:
@@ -128,7 +128,8 @@ def _bench_line(r: dict) -> str:
                 else "not measured"
             )
             rows.append(
-                f"| {c.get('name')} | {group.get('batch')} | {group.get('threads')} | "
+                f"| {c.get('name')} | {c.get('provider', 'cpu')} | {group.get('batch')} | "
+                f"{group.get('threads')} | "
                 f"{lat.get('p50_ms', float('nan')):.4g} ms | "
                 f"{lat.get('throughput_items_per_s', float('nan')):,.0f} | {joules} |"
             )
