@@ -71,9 +71,12 @@ def compare_providers(
     batch: int = 64,
     max_accuracy_drop: float | None = None,
     label: str | None = None,
+    failures: list[dict] | None = None,
 ) -> list[ProviderAccuracy]:
     """Score `model` on every provider of `specs` and compare each with the CPU provider (run
-    at fp32 for reference whether or not it is among `specs`)."""
+    at fp32 for reference whether or not it is among `specs`). With a `failures` list, a
+    provider that cannot load the model is recorded there ({model, provider, error}) and
+    skipped; without one its QtoolError propagates."""
     if dataset.y is None:
         raise QtoolError(
             f"data set {dataset.spec} ({dataset.split}) has no labels to score providers on",
@@ -85,7 +88,13 @@ def compare_providers(
     rows = []
     for spec in specs:
         same = spec.name == REFERENCE and precision == "fp32"
-        scored = reference if same else _score(path, spec, dataset, threads, precision, batch)
+        try:
+            scored = reference if same else _score(path, spec, dataset, threads, precision, batch)
+        except QtoolError as exc:
+            if failures is None:
+                raise
+            failures.append({"model": str(path), "provider": spec.name, "error": str(exc)})
+            continue
         accuracy = float(np.mean(scored.pred == dataset.y))
         drop = round(100.0 * (cpu_acc - accuracy), 6)
         with np.errstate(invalid="ignore"):
