@@ -9,6 +9,7 @@ import click
 from qtool.commands.options import force_option, model_argument
 from qtool.deploy.bundle import package
 from qtool.report import fmt_bytes, show, table
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 
 @click.command("package")
@@ -45,14 +46,30 @@ from qtool.report import fmt_bytes, show, table
     help="--json output of eval/quantize/bench/flip to bundle (repeatable).",
 )
 @click.option("--intended-use", default=None, help="Intended-use text for MODEL_CARD.md.")
+@click.option(
+    "--provider",
+    default=None,
+    help="Record the execution provider the bundle was validated on (it must be usable "
+    "here and load the model); qtool predict then runs on it.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="The precision recorded with --provider: fp32 (reduced precision forbidden) or auto.",
+)
 @force_option
-def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -> None:
+def command(
+    model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, provider, precision, force
+) -> None:
     """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md and optional ECC parity.
 
     \b
     Examples:
       qtool package model.int8.onnx --out bundle/ --ecc --report eval.json --report bench.json
       qtool package model.int8.onnx --out bundle.tar.gz --format tar.gz
+      qtool package model.int8.onnx --out bundle/ --provider openvino --report eval.json
     """
     result = package(
         model,
@@ -63,6 +80,8 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
         report_paths=list(report_paths),
         intended_use=intended_use,
         force=force,
+        provider=provider,
+        precision=precision,
     )
     rows = [
         [rel, fmt_bytes(info["bytes"]), info["sha256"][:16] + "…"]
@@ -73,6 +92,9 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
         ["initializers", f"{result.initializers} ({fmt_bytes(result.weight_bytes)})"],
         ["manifest sha256", result.manifest_sha256],
     ]
+    if result.runtime:
+        rt = result.runtime
+        lines.append(["validated on", f"{rt['provider']} ({rt['ort_name']}), {rt['precision']}"])
     if result.ecc:
         lines.append(
             [

@@ -52,7 +52,17 @@ def _about(manifest: dict, intended_use: str | None) -> list[str]:
         f"- Input: {_inputs(manifest['inputs'])}",
         f"- Preprocessing: {manifest['preprocessing'].get('normalization') or 'none recorded'}",
         f"- Quantisation: {quant if quant else 'none (FP32)'}",
+        f"- Execution provider: {_runtime(manifest.get('runtime'))}",
     ]
+
+
+def _runtime(runtime: dict | None) -> str:
+    if not runtime:
+        return "not recorded (qtool predict runs the CPU provider)"
+    return (
+        f"validated on {runtime['provider']} ({runtime['ort_name']}, precision "
+        f"{runtime['precision']}: {runtime['precision_detail']}); qtool predict runs on it"
+    )
 
 
 def _is_eval(r: dict) -> bool:

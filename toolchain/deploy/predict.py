@@ -15,6 +15,7 @@ import onnx
 from qtool.data.inputs import load_inputs
 from qtool.deploy.archive import opened_bundle
 from qtool.deploy.manifest import read_manifest, safe_member
+from qtool.deploy.runtime import choose_runtime
 from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
 from qtool.evaluation.evaluate import model_io, run_scores
@@ -40,8 +41,9 @@ def probabilities(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _verified_model(bundle: Path, folder: Path) -> tuple[bytes | Path, dict, str]:
-    """(session source, qtool metadata, manifest sha256) of a bundle that verifies intact.
+def _verified_model(bundle: Path, folder: Path) -> tuple[bytes | Path, dict, dict, str]:
+    """(session source, qtool metadata, manifest, manifest sha256) of a bundle that verifies
+    intact.
 
     The model bytes are read once, checked against the manifest, and those same bytes are
     run (not a second read of the file that was checked).
@@ -61,16 +63,24 @@ def _verified_model(bundle: Path, folder: Path) -> tuple[bytes | Path, dict, str
         raise WorkFailed(f"{model_path} changed while it was being verified; refusing it")
     meta = qtool_metadata(onnx.load_model_from_string(model_bytes))
     source = model_path if manifest["model"].get("data_files") else model_bytes
-    return source, meta, result.manifest_sha256
+    return source, meta, manifest, result.manifest_sha256
 
 
-def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], dict]:
-    """Verify, then classify `inputs` with the verified model; refuses a changed bundle."""
+def predict_bundle(
+    bundle: Path,
+    inputs: list[Path],
+    providers: list[str] | None = None,
+    precision: str | None = None,
+) -> tuple[list[Prediction], dict]:
+    """Verify, then classify `inputs` with the verified model; refuses a changed bundle.
+    Runs on the first usable of `providers` when given, else on the provider the bundle
+    records (deploy.runtime.choose_runtime), else the CPU provider."""
     if not bundle.exists():
         raise QtoolError(f"bundle {bundle} does not exist: check the path")
     with opened_bundle(bundle, prefix="qtool-predict-") as folder:
-        source, meta, manifest_sha = _verified_model(bundle, folder)
-        session = make_session(source)
+        source, meta, manifest, manifest_sha = _verified_model(bundle, folder)
+        run = choose_runtime(manifest, providers, precision)
+        session = make_session(source, [run.provider], precision=run.precision)
     io = model_io(session, meta)
     x, origin = load_inputs(inputs, io.input_shape)
     probs = probabilities(run_scores(session, io, io.prepare(x)))
@@ -86,4 +96,11 @@ def predict_bundle(bundle: Path, inputs: list[Path]) -> tuple[list[Prediction], 
         )
         for row, ((src, idx), label) in enumerate(zip(origin, labels, strict=True))
     ]
-    return predictions, {"manifest_sha256": manifest_sha}
+    recorded = (manifest.get("runtime") or {}).get("provider")
+    return predictions, {
+        "manifest_sha256": manifest_sha,
+        "provider": run.provider,
+        "precision": run.precision,
+        "provider_chosen": run.why,
+        "provider_recorded": recorded,
+    }
