@@ -170,6 +170,7 @@ def cpu_flags() -> str:
 
 def provider_rows(result, usable: list[str]) -> list[list[str]]:
     rows = []
+    first_model = result.models[0]
     for group in result.groups:
         for c in group.configs:
             ratio = c.provider_ratio
@@ -177,11 +178,10 @@ def provider_rows(result, usable: list[str]) -> list[list[str]]:
             if ratio is not None:
                 lo, hi = ratio.latency_p50_ratio_ci95
                 vs_cpu = f"{ratio.latency_p50_ratio:.3f} [{lo:.3f}, {hi:.3f}]"
-            vs_fp32 = (
-                ""
-                if c.ratio is None or c.model == group.configs[0].model
-                else (f"{c.ratio.latency_p50_ratio:.3f}")
+            fp32 = next(
+                f for f in group.configs if f.provider == c.provider and f.model == first_model
             )
+            vs_fp32 = "" if c is fp32 else f"{c.latency.p50_ms / fp32.latency.p50_ms:.3f}"
             used = c.threads_used or {}
             rows.append(
                 [
