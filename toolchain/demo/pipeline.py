@@ -247,6 +247,7 @@ def stage_bench(ctx: DemoContext) -> None:
         seed=ctx.seed,
         energy_window_s=1.0,
         energy_rounds=1,
+        thread_check_s=0.1,
     )
     if len(providers) == 1:
         from qtool.runtimes.providers import PROVIDERS
