@@ -187,7 +187,8 @@ def provider_rows(result, usable: list[str]) -> list[list[str]]:
                 [
                     c.name.split(" · ")[0], c.provider, c.precision, group.threads, group.batch,
                     f"{c.latency.p50_ms:.3f}", vs_fp32, vs_cpu,
-                    f"{used.get('busy_threads')} busy, CPU/wall {used.get('cpu_per_wall')}",
+                    f"{used.get('busy_threads')} busy ({used.get('busy_besides_caller')} besides "
+                    f"caller), CPU/wall {used.get('cpu_per_wall')}",
                     "yes" if used.get("pinned") else "NO",
                 ]
             )  # fmt: skip

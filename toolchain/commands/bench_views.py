@@ -42,7 +42,8 @@ def _threads_used(config: ConfigResult) -> str:
     if check["pinned"] is None:
         return f"CPU/wall {check['cpu_per_wall']:.2f} (per-thread times unreadable)"
     mark = "ok" if check["pinned"] else "NOT PINNED"
-    return f"{busy} busy, CPU/wall {check['cpu_per_wall']:.2f} ({mark})"
+    workers = check["busy_besides_caller"]
+    return f"{busy} busy ({workers} besides caller), CPU/wall {check['cpu_per_wall']:.2f} ({mark})"
 
 
 def _provider_rows(cs: list[ConfigResult], first: str) -> list[list[str]]:
