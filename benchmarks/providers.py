@@ -187,8 +187,8 @@ def provider_rows(result, usable: list[str]) -> list[list[str]]:
                 [
                     c.name.split(" · ")[0], c.provider, c.precision, group.threads, group.batch,
                     f"{c.latency.p50_ms:.3f}", vs_fp32, vs_cpu,
-                    f"{used.get('busy_threads')} busy ({used.get('busy_besides_caller')} besides "
-                    f"caller), CPU/wall {used.get('cpu_per_wall')}",
+                    f"{used.get('busy_threads')} ({used.get('busy_besides_caller')})",
+                    f"{used.get('cpu_per_wall')}",
                     "yes" if used.get("pinned") else "NO",
                 ]
             )  # fmt: skip
@@ -229,12 +229,14 @@ def main() -> None:
             rows += provider_rows(result, usable)
     for n in CANDIDATES:
         if n not in usable:
-            rows.append(
-                ["(all)", n, "", "", "", "", "", f"unavailable: {status[n].reason}", "", ""]
-            )
+            rows.append(["(all)", n, "", "", "", "unavailable", "", "(reason below)", "", "", ""])
     columns = ["model", "provider", "precision", "threads", "batch", "p50 ms", "INT8/FP32",
-               "vs cpu [95 % CI]", "threads used", "pinned"]  # fmt: skip
+               "vs cpu [95 % CI]", "busy threads (besides caller)", "CPU/wall",
+               "pinned"]  # fmt: skip
     show(table(f"providers on {cpu_flags()}", columns, rows))
+    for n in CANDIDATES:
+        if n not in usable:
+            show(f"{n}: unavailable: {status[n].reason}")
     for name, result in reports.items():
         for a in result.accuracy:
             if a.provider != "cpu":
