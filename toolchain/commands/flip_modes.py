@@ -62,7 +62,20 @@ def injection(args: FlipArgs) -> None:
         )
     report: dict = {"manifest": manifest}
     if args.data_spec:
-        evaluation = evaluate_manifest(model, manifest, args.data_spec, args.split)
+        if len(args.providers) != 1:
+            raise QtoolError(
+                "one injection is scored on one execution provider: give one --provider "
+                "(a campaign compares several)",
+                param="providers",
+            )
+        evaluation = evaluate_manifest(
+            model,
+            manifest,
+            args.data_spec,
+            args.split,
+            provider=args.providers[0],
+            precision=args.precision,
+        )
         report["evaluation"] = evaluation
         show(evaluation_table(evaluation))
     write_json_report(args.json_path, report)
@@ -112,6 +125,8 @@ def campaign(args: FlipArgs) -> None:
         seed=args.seed,
         split=args.split,
         workers=args.workers,
+        providers=tuple(args.providers),
+        precision=args.precision,
         **args.selection,
     )
     result = run_campaign(list(args.models), args.data_spec, plan)
@@ -142,6 +157,8 @@ def search(args: FlipArgs) -> None:
         seeds=args.seeds,
         seed=args.seed,
         show_progress=True,
+        provider=args.providers[0],
+        precision=args.precision,
     )
     write_search(result, args.out, args.manifest_path, force=args.force)
     show(search_table(result))
@@ -155,6 +172,11 @@ def _check_search(args: FlipArgs) -> None:
         raise QtoolError("--search attacks one model at a time")
     if len(args.bits) != 1:
         raise QtoolError("--search takes one --bits budget (the most flips to choose), not a list")
+    if len(args.providers) != 1:
+        raise QtoolError(
+            "--search attacks the model on one execution provider: give one --provider",
+            param="providers",
+        )
     defaults = (args.targets, args.layers, args.positions, args.fault) == (
         ("weights",), None, ("any",), "flip",
     )  # fmt: skip

@@ -46,6 +46,17 @@ Executor = Callable[
 ]
 
 
+def prepare_job_models(job: CampaignJob, data) -> list[PreparedModel]:
+    """The job's models, one per (provider, path) in provider-major order, as the task
+    indices count them (the same in this process and in every worker)."""
+    plan = job.plan
+    return [
+        prepare_model(path, data, plan, plan.opt_level, provider=provider, precision=plan.precision)
+        for provider in plan.providers
+        for path in job.paths
+    ]
+
+
 def in_process(
     job: CampaignJob, models: list[PreparedModel], y: np.ndarray, tasks: list[TrialTask]
 ) -> Iterator[TrialResult]:
@@ -79,7 +90,7 @@ def _init_worker(job: CampaignJob) -> None:
     data = load_dataset(job.data_spec, job.plan.split)
     _WORKER["job"] = job
     _WORKER["y"] = data.y
-    _WORKER["models"] = [prepare_model(p, data, job.plan, job.plan.opt_level) for p in job.paths]
+    _WORKER["models"] = prepare_job_models(job, data)
 
 
 def _work(task: TrialTask) -> TrialResult:

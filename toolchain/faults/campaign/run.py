@@ -13,7 +13,13 @@ from pathlib import Path
 
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
-from qtool.faults.campaign.executor import CampaignJob, Executor, TrialTask, default_executor
+from qtool.faults.campaign.executor import (
+    CampaignJob,
+    Executor,
+    TrialTask,
+    default_executor,
+    prepare_job_models,
+)
 from qtool.faults.campaign.stats import (
     CI_METHOD,
     BudgetStats,
@@ -21,15 +27,17 @@ from qtool.faults.campaign.stats import (
     budget_stats,
     chance_accuracy,
 )
-from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel, prepare_model
+from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel
 from qtool.faults.storage.selection import Selection
 from qtool.report import progress
+from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
 
 
 @dataclass(frozen=True, kw_only=True)
 class CampaignPlan(Selection):
-    """Budgets (bits per trial), trials per budget, seed and where trials run, on top of the
-    selection of eligible bits."""
+    """Budgets (bits per trial), trials per budget, seed, where trials run and on which
+    execution providers (each model runs every trial on each, with the same flips), on top
+    of the selection of eligible bits."""
 
     budgets: tuple[int, ...] = (1,)
     trials: int = 10
@@ -37,9 +45,15 @@ class CampaignPlan(Selection):
     split: str | None = None
     workers: int = 1
     opt_level: str = DEFAULT_OPT_LEVEL
+    providers: tuple[str, ...] = ("cpu",)  # every model runs its trials on each
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        specs = compared_specs(list(self.providers) or ["cpu"], param="providers")
+        for spec in specs:
+            spec.check_precision(self.precision)
+        object.__setattr__(self, "providers", tuple(s.name for s in specs))
         budgets = tuple(sorted({int(b) for b in self.budgets}))
         if not budgets or budgets[0] < 0:
             raise QtoolError(f"{list(self.budgets)}: give bit counts of 0 or more", param="bits")
@@ -53,6 +67,8 @@ class CampaignPlan(Selection):
 @dataclass
 class ModelInfo:
     path: str
+    provider: str  # the execution provider every trial of this entry ran on
+    precision: str
     sha256: str
     clean_accuracy: float
     eligible_bits: int
@@ -75,6 +91,7 @@ class CampaignResult:
     budgets: list[int]
     workers: int
     opt_level: str
+    providers: list[str]
     seconds: float
     trials_per_second: float
     ci_method: str = CI_METHOD
@@ -100,7 +117,7 @@ def run_campaign(
             f"data set {data_spec} has no labels; campaigns score accuracy", param="data_spec"
         )
     job = CampaignJob(tuple(str(p) for p in models), data_spec, plan)
-    prepared = [prepare_model(p, data, plan, plan.opt_level) for p in job.paths]
+    prepared = prepare_job_models(job, data)
     for p in prepared:
         if plan.budgets[-1] > p.space.total:
             raise QtoolError(
@@ -120,7 +137,9 @@ def run_campaign(
         bar.update(task_id, visible=show_progress)
         for r in execute(job, prepared, data.y, tasks):
             results.append(r)
-            bar.update(task_id, advance=1, status=f"{Path(job.paths[r.model]).name} {r.bits} bits")
+            model = prepared[r.model]
+            status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
+            bar.update(task_id, advance=1, status=status)
     seconds = time.perf_counter() - start
     results.sort(key=lambda r: (r.model, r.bits, r.trial))
     return _result(data, plan, prepared, results, seconds)
@@ -130,7 +149,12 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
     chance = chance_accuracy(data.y)
     stats = [
         budget_stats(
-            p.path, b, [r for r in results if r.model == m and r.bits == b], chance, plan.seed
+            p.path,
+            b,
+            [r for r in results if r.model == m and r.bits == b],
+            chance,
+            plan.seed,
+            provider=p.provider,
         )
         for m, p in enumerate(prepared)
         for b in plan.budgets
@@ -138,6 +162,8 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
     infos = [
         ModelInfo(
             path=p.path,
+            provider=p.provider,
+            precision=p.precision,
             sha256=p.sha256,
             clean_accuracy=float((p.clean.pred == data.y).mean()),
             eligible_bits=p.space.total,
@@ -160,6 +186,7 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
         budgets=list(plan.budgets),
         workers=plan.workers,
         opt_level=plan.opt_level,
+        providers=list(plan.providers),
         seconds=seconds,
         trials_per_second=len(results) / seconds if seconds > 0 else 0.0,
         models=infos,

@@ -87,8 +87,17 @@ def split_data(data: str, attack_samples: int, seed: int) -> tuple[Dataset, Data
 class SearchModel:
     """The model's bytes, its target tensors and ORT evaluation, shared by both searchers."""
 
-    def __init__(self, path: Path, data: str, attack_samples: int, seed: int):
+    def __init__(
+        self,
+        path: Path,
+        data: str,
+        attack_samples: int,
+        seed: int,
+        provider: str = "cpu",
+        precision: str = "fp32",
+    ):
         self.path = path
+        self.provider, self.precision = provider, precision
         self.files = read_model_files(path)
         if self.files.external:
             raise QtoolError(
@@ -121,7 +130,14 @@ class SearchModel:
         return sum(t.words * SEARCH_TYPES[t.loc.data_type] for t in self.targets)
 
     def session(self):
-        return make_session(bytes(self.files.main), threads=1, opt_level=OPT_LEVEL, spinning=False)
+        return make_session(
+            bytes(self.files.main),
+            [self.provider],
+            threads=1,
+            opt_level=OPT_LEVEL,
+            spinning=False,
+            precision=self.precision,
+        )
 
     def words(self, i: int) -> np.ndarray:
         """Target i's stored values (no copy: they follow the flips)."""

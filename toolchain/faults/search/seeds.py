@@ -57,6 +57,8 @@ def repeated_search(
     seed: int = 0,
     method: str = "auto",
     show_progress: bool = False,
+    provider: str = "cpu",
+    precision: str = "fp32",
 ) -> tuple[SearchResult, dict | None]:
     """The search with attack batches seeded seed, seed+1, ...: the first run (its flipped
     model and manifest) and, for several seeds, mean ± std over the runs (also put in the
@@ -66,7 +68,8 @@ def repeated_search(
     runs = [
         progressive_search(
             model, data, bits, until_accuracy, attack_samples, seed + k,
-            method=method, show_progress=show_progress,
+            method=method, show_progress=show_progress, provider=provider,
+            precision=precision,
         )
         for k in range(seeds)
     ]  # fmt: skip
