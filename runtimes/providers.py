@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
@@ -122,7 +123,26 @@ class ProviderSpec:
             if self.ort_name in ort.get_available_providers():
                 return None
             return f"not in this onnxruntime build ({ort.__version__})"
-        return self.plugin.unusable_reason(self.ort_name)
+        reason = self.plugin.unusable_reason(self.ort_name)
+        return reason if reason is not None else self._probe()
+
+    def _probe(self) -> str | None:
+        """Run one tiny session configured as qtool configures this plugin (1 thread, its
+        default precision): a plugin that lists a device but refuses qtool's options is
+        reported unusable with its own error, never discovered mid-run. Once per process."""
+        if self.name not in _PROBED:
+            try:
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                self.attach(options, 1, DEFAULT_PRECISION)
+                session = ort.InferenceSession(_probe_model(), sess_options=options)
+                session.run(None, {"x": np.ones((1, 4), dtype=np.float32)})
+                _PROBED[self.name] = None
+            except Exception as exc:  # onnxruntime raises its own types for a refused config
+                text = str(exc).strip().splitlines()
+                first = text[0] if text else type(exc).__name__
+                _PROBED[self.name] = f"its plugin refused qtool's session configuration: {first}"
+        return _PROBED[self.name]
 
     def check_precision(self, precision: str) -> None:
         """Refuse a precision qtool cannot pin on this provider (bad input, param precision)."""
@@ -185,6 +205,25 @@ class ProviderSpec:
 
 
 PROVIDERS: Registry[ProviderSpec] = Registry("execution provider")
+_PROBED: dict[str, str | None] = {}  # plugin provider -> why its probe session failed
+
+
+def _probe_model() -> bytes:
+    """A one-node float model (MatMul by a 4x2 constant) for the plugin probe."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(4, 2), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
 
 _CPU_PRECISION = (
     "float ops run FP32 kernels; quantised ops (QLinear*, MatMulInteger/ConvInteger, "

@@ -173,3 +173,15 @@ def test_plugin_hook_says_what_to_install_or_why_registration_failed(tmp_path):
     )
     reason = broken.unusable_reason()
     assert reason is not None and reason.startswith("its plugin library failed to register")
+
+
+def test_the_plugin_probe_model_runs_on_the_cpu_provider():
+    """The probe a plugin must pass before it is called usable is a real, valid model."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from qtool.runtimes.providers import _probe_model
+
+    session = ort.InferenceSession(_probe_model(), providers=["CPUExecutionProvider"])
+    (y,) = session.run(None, {"x": np.ones((1, 4), dtype=np.float32)})
+    assert y.tolist() == [[12.0, 16.0]]
