@@ -27,6 +27,7 @@ from qtool.benchmarking.results import (
     BenchResult,
     GroupResult,
     add_ratios,
+    analytic_result,
     config_result,
     energy_info,
     energy_result,
@@ -36,6 +37,7 @@ from qtool.benchmarking.results import (
 from qtool.errors import QtoolError
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
+from qtool.runtimes.analytic_energy import analytic_energy
 from qtool.runtimes.energy import (
     MIN_RAPL_WINDOW_S,
     EnergyPlan,
@@ -88,6 +90,8 @@ def run_bench(
     metas = [qtool_metadata(load_model(p)) for p in paths]  # clear errors for bad files
     dataset = _load_data(data)
     energy = _energy_plan(plan)
+    names = model_names(paths)
+    analytic = _analytic(paths, names) if plan.analytic_energy else None  # fails before timing
     idle_before = measure_idle(energy.reader, plan.idle_seconds) if energy.reader else None
     measured = []
     for spec in specs:
@@ -104,7 +108,7 @@ def run_bench(
     )
     return BenchResult(
         models=[str(p) for p in paths],
-        baseline=model_names(paths)[0],
+        baseline=names[0],
         groups=[_group_result(m, plan, energy, idle) for m in measured],
         settings=plan.settings([s.ort_name for s in specs], _data_spec(data, dataset)),
         energy=info,
@@ -117,9 +121,30 @@ def run_bench(
             SPINNING_NOTE[plan.spinning],
             f"latency: {TIMER} (session.run on inputs prepared before timing)",
             info["formula"],
+            *([] if analytic is None else [ANALYTIC_NOTE]),
         ],
         providers=[s.describe() for s in specs],
+        analytic=analytic,
     )
+
+
+ANALYTIC_NOTE = (
+    "analytic energy: operation counts by executed dtype x Horowitz's 45 nm table, per "
+    "inference at batch 1; a different kind from measured or estimated energy, never compared "
+    "with them as if alike"
+)
+
+
+def _analytic(paths: list[Path], names: list[str]) -> dict:
+    """The analytic bill of every model, on the CPU provider's graph (the table prices CPU
+    arithmetic; other providers fuse differently)."""
+    bills = {}
+    for name, path in zip(names, paths, strict=True):
+        try:
+            bills[name] = analytic_energy(path)
+        except QtoolError as exc:
+            raise QtoolError(f"analytic energy of {path}: {exc}", param="energy") from exc
+    return analytic_result(bills, names[0])
 
 
 def _load_data(data: str | Dataset | None) -> Dataset | None:

@@ -66,6 +66,21 @@ def _energy_rows(cs: list[ConfigResult], label: str) -> list[list[str]]:
     ]
 
 
+def _analytic_rows(cs: list[ConfigResult], analytic: dict | None) -> list[list[str]]:
+    """The analytic kind in rows of its own: per inference at batch 1, whatever the
+    configuration, with ratios between analytic figures only."""
+    if not analytic:
+        return []
+    mj, ratio = analytic["mj_per_inference"], analytic["ratio_vs_baseline"]
+    return [
+        ["energy/inference (mJ, ANALYTIC)", *(_fmt_mj(mj[c.name]) for c in cs)],
+        [
+            "analytic ratio vs baseline",
+            *("baseline" if i == 0 else f"{ratio[c.name]:.3f}" for i, c in enumerate(cs)),
+        ],
+    ]
+
+
 def render_bench(result: BenchResult) -> list:
     """One table per configuration, models side by side as columns (the first is the
     baseline), then the lines saying how each figure was obtained."""
@@ -75,6 +90,7 @@ def render_bench(result: BenchResult) -> list:
     for group in result.groups:
         cs = group.configs
         rows = _latency_rows(cs) + (_energy_rows(cs, energy_label) if energy_label else [])
+        rows += _analytic_rows(cs, result.analytic)
         title = (
             f"{group.provider} · {group.threads} thread(s) · batch {group.batch} · "
             f"{group.rounds} rounds interleaved after {group.warmup_rounds} warm-up"
@@ -99,6 +115,16 @@ def _method_lines(result: BenchResult, method: str | None) -> list[str]:
             "energy windows run each model back to back (warm caches), while latency rounds "
             "alternate the models, so CPU time per call in the windows can be below the p50."
         )
+    if result.analytic:
+        a = result.analytic
+        out += [
+            f"ANALYTIC energy: per inference at batch 1 (the same in every configuration), "
+            f"operation counts by the dtype ONNX Runtime's CPU provider runs them in x the "
+            f"table of {a['source']}; memory: {a['memory_choice']}.",
+            "ANALYTIC is a different kind from the measured or estimated energy above: a "
+            "model of the arithmetic and memory traffic, not a measurement; the two are never "
+            "compared as if alike (`qtool inspect --energy MODEL` itemises the count).",
+        ]
     out.append(f"{SPINNING_NOTE[result.settings['spinning']]}.")
     out.append(
         f"ratios: vs the baseline {result.baseline} (first model); latency ratio = ratio of "
