@@ -99,12 +99,13 @@ class AnalyticEnergy:
 
     model: str
     pj_per_inference: float
-    terms: list[EnergyTerm]
+    terms: list[EnergyTerm]  # per call: `batch` inferences (1 unless the model fixes it)
     int8_macs: int
     fp32_macs: int
     weight_bytes: int
     activation_bytes: int
     conversion_elements: int  # elements through Q/DQ left in the graph
+    batch: int = 1  # samples per call the counts are for (a static-batch model's own batch)
     kind: str = KIND
     label: str = LABEL
     source: str = TABLE_SOURCE
@@ -127,23 +128,26 @@ def analytic_energy(
 ) -> AnalyticEnergy:
     """Per-inference (batch 1) energy of `model` by the paper's analytic method.
 
-    The model runs once on zeros at batch 1 to read every tensor's shape and dtype; inputs
-    must have fixed sizes apart from the batch (QtoolError otherwise).
+    The model runs once on zeros at batch 1 (or its own static batch, the figure then divided
+    by it) to read every tensor's shape and dtype; inputs must have fixed sizes apart from
+    the batch (QtoolError otherwise).
     """
     name = "model" if isinstance(model, onnx.ModelProto) else str(model)
     source = Path(model) if isinstance(model, str) else model
     graph = measure(executed_graph(source, providers), providers)
     counts = count_operations(graph)
     terms = _price(counts)
+    batch = graph.batch
     return AnalyticEnergy(
         model=name,
-        pj_per_inference=sum(t.pj for t in terms),
+        pj_per_inference=sum(t.pj for t in terms) / batch,
         terms=terms,
         int8_macs=counts.macs["int8"],
         fp32_macs=counts.macs["fp32"],
         weight_bytes=counts.weight_bytes,
         activation_bytes=counts.activation_bytes,
         conversion_elements=counts.conversions,
+        batch=batch,
     )
 
 

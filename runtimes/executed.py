@@ -46,6 +46,7 @@ class ExecutedGraph:
     model: onnx.ModelProto
     types: dict[str, str]  # tensor -> "tensor(uint8)", "tensor(float)"...
     shapes: dict[str, list[int]] = field(default_factory=dict)
+    batch: int = 1  # samples per call in `shapes` (the first input's own batch if it fixes one)
     level: str = LEVEL_NAME
 
     @property
@@ -104,6 +105,8 @@ def measure(graph: ExecutedGraph, providers: list[str] | None = None) -> Execute
     values = session.run(names, feeds)
     graph.shapes = {n: list(v.shape) for n, v in zip(names, values, strict=True)}
     graph.shapes.update({k: list(v.shape) for k, v in feeds.items()})
+    first = next(iter(feeds.values()), None)
+    graph.batch = int(first.shape[0]) if first is not None and first.ndim else 1
     for t in graph.model.graph.initializer:
         graph.shapes[t.name] = list(t.dims)
     return graph

@@ -29,6 +29,11 @@ def test_one_fp32_conv_by_hand(tmp_path):
     terms = {t.what: t for t in e.terms}
     assert terms["fp32 multiply-accumulate: multiplies"].pj == pytest.approx(macs * 3.7)
     assert sum(t.pj for t in e.terms) == pytest.approx(e.pj_per_inference)
+    # a static batch of 4: counted per call, weights shared by the 4 inferences of a call
+    four = analytic_energy(one_conv(batch=4))
+    assert four.batch == 4 and four.fp32_macs == 4 * macs
+    per_inference = macs * 4.6 + weights * 162.5 / 4 + activations * 12.5
+    assert four.pj_per_inference == pytest.approx(per_inference)
 
 
 def test_int8_conv_counts_int8_arithmetic_where_ort_fuses_it(tmp_path):

@@ -24,7 +24,11 @@ def analytic_table(e: AnalyticEnergy, title: str | None = None):
         [t.what, f"{t.count:,} {t.unit}", f"{t.pj_each:g} pJ ({t.priced_as})", fmt_pj(t.pj)]
         for t in e.terms
     ]
-    rows.append(["total per inference (batch 1)", "", "", fmt_pj(e.pj_per_inference)])
+    if e.batch != 1:
+        rows.append(
+            [f"total per call (static batch {e.batch})", "", "", fmt_pj(sum(t.pj for t in e.terms))]
+        )
+    rows.append(["total per inference", "", "", fmt_pj(e.pj_per_inference)])
     return table(
         title or f"energy per inference: {e.label}",
         ["counted", "count", "priced at", "energy"],

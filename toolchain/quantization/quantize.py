@@ -10,10 +10,12 @@ other stages import from here are re-exported.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
@@ -141,6 +143,7 @@ def _load_work(src: Path, calib: str, options: QuantizeOptions) -> Work:
     calib_set = load_dataset(calib, default_split="train", param="calib")
     calib_set = calib_set.take(options.samples, options.seed)
     calib_x = prepare(io, calib_set, "calibration data", fp32, src, param="calib")
+    calib_set = _without_samples(calib_set)  # the prepared copy is the one kept
     reduce_range = resolve_reduce_range(options.reduce_range)
     info(f"reduce_range={reduce_range[0]} ({reduce_range[1]})")
     notes: list[str] = []
@@ -175,7 +178,7 @@ def _labelled(
             notes.append(f"{split} accuracy not measured: {why}")
         else:
             x = prepare(io, data, f"{split} data", session, src, param=param)
-            found[split] = Labelled(data, x, role)
+            found[split] = Labelled(_without_samples(data), x, role)
     val, test = found["val"], found["test"]
     if options.max_accuracy_drop is not None and val is None:
         raise QtoolError(
@@ -191,6 +194,12 @@ def _labelled(
             param="val_data",
         )
     return val, test
+
+
+def _without_samples(data: Dataset) -> Dataset:
+    """The data set's name, split and labels without its raw samples (at 224 px, 256 of them
+    are 150 MB that calibration would otherwise hold twice)."""
+    return dataclasses.replace(data, x=np.empty((0, *data.x.shape[1:]), data.x.dtype))
 
 
 def _same(a: Dataset, b: Dataset) -> bool:
