@@ -148,11 +148,11 @@ def _load_work(src: Path, calib: str, options: QuantizeOptions) -> Work:
     info(f"reduce_range={reduce_range[0]} ({reduce_range[1]})")
     notes: list[str] = []
     val, test = _labelled(options, calib, meta, io, fp32, src, notes)
-    debug_x = debug_subset(calib_x, options.debug_samples, options.seed)
+    debug_index = debug_subset(np.arange(len(calib_x)), options.debug_samples, options.seed)
     settings = _settings(options, calib, calib_set.split, len(calib_x), reduce_range)
     return Work(
         src, metadata, init_bytes, sha, io, op_types, settings, calib_set, calib_x, val, test,
-        debug_x, notes,
+        debug_index, notes,
     )  # fmt: skip
 
 
@@ -265,7 +265,7 @@ def _report(
         within_budget=outcome.within,
         fallback_step_size=options.fallback_step,
         fallback_steps=outcome.steps,
-        debug_samples=len(work.debug_x),
+        debug_samples=len(work.debug_index),
         tensor_errors=outcome.final.errors,
         notes=work.notes,
     )
