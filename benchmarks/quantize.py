@@ -178,18 +178,25 @@ def verdicts(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def zoo_arguments(description: str, seconds: float) -> tuple[argparse.Namespace, dict, list]:
+    """The options of the zoo benchmarks (this one and placement.py): the parsed arguments,
+    the FP32 models given as NAME=PATH, and the model names asked for."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", type=Path, default=Path("bench-quantize"))
     parser.add_argument("--fp32", action="append", default=[], help="NAME=PATH of an FP32 model")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--seconds", type=float, default=30.0, help="timed wall time")
+    parser.add_argument("--seconds", type=float, default=seconds, help="timed wall time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     given = {k: Path(v) for k, _, v in (item.partition("=") for item in args.fp32)}
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    return args, given, names
+
+
+def main() -> None:
+    args, given, names = zoo_arguments(__doc__.splitlines()[0], 30.0)
 
     results: dict[str, dict] = {}
     contenders: list[Contender] = []

@@ -82,8 +82,8 @@ def _placement_rows(placement: dict) -> list[list[str]]:
     if not placement:
         return []
     mode = placement.get("mode", "")
-    if mode == "ort":
-        return [["Q/DQ placement", "ort (ONNX Runtime's full placement)"]]
+    if mode == "ort" or placement.get("note"):
+        return [["Q/DQ placement", placement.get("note") or "ort (ONNX Runtime's full placement)"]]
     kinds = ", ".join(f"{n} {k}" for k, n in placement.get("kinds", {}).items()) or "none"
     rows = [
         ["Q/DQ placement", f"{mode}: wrapped nodes as ORT runs them: {kinds}"],

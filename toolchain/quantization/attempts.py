@@ -117,12 +117,7 @@ class Attempts:
             quantize_once(job, out, exclude, "qdq")
 
         path, self.placement = place(
-            quantize,
-            list(options.exclude_nodes),
-            job.op_types,
-            self.tmp,
-            options.placement,
-            options.providers,
+            quantize, list(options.exclude_nodes), job.op_types, self.tmp, options.placement
         )
         self.work.settings.placement = asdict(self.placement)
         return_freed_memory()  # what calibration freed, before the error analysis

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import onnx
 
+from qtool.errors import QtoolError
 from qtool.runtimes.executed import ExecutedGraph, executed_graph
 
 MAX_ROUNDS = 3
@@ -51,6 +52,7 @@ class Placement:
     kinds: dict[str, int] = field(default_factory=dict)  # wrapped nodes by how ORT runs them
     float_kept: list[str] = field(default_factory=list)  # float, left wrapped (feed 8-bit moves)
     rounds: list[PlacementRound] = field(default_factory=list)
+    note: str = ""  # why ORT's placement was kept, when the graph could not be read
     method: str = (
         "quantise, optimise for the CPU provider (ORT_ENABLE_EXTENDED), keep Q/DQ only where "
         "ORT runs the node in INT8; a round is kept only if Q/DQ conversions and file size do "
@@ -67,17 +69,20 @@ def place(
     op_types: list[str],
     tmp: Path,
     mode: str = "int8-kernels",
-    providers: list[str] | None = None,
 ) -> tuple[Path, Placement]:
     """Quantise with `quantize(exclude, out)`, then (mode int8-kernels) re-quantise with the
-    nodes ORT would run in float kept out, round by round while that helps. Returns the
-    chosen model file and how it was chosen."""
+    nodes ORT's CPU provider would run in float kept out, round by round while that helps.
+    Returns the chosen model file and how it was chosen."""
     path = tmp / "placement_0.onnx"
     quantize(list(exclude), path)
     placement = Placement(mode)
     if mode == "ort":
         return path, placement
-    graph = executed_graph(path, providers)
+    try:
+        graph = executed_graph(path)
+    except QtoolError as exc:  # the quantised model is still ORT's own: keep its placement
+        placement.note = f"ORT's placement kept: its optimised graph could not be read ({exc})"
+        return path, placement
     placement.rounds.append(PlacementRound([], graph.conversions(), _size(path), True))
     kept, rounds = list(exclude), 0
     while True:
@@ -90,7 +95,10 @@ def place(
         rounds += 1
         trial = tmp / f"placement_{rounds}.onnx"
         quantize(kept + candidates, trial)
-        trial_graph = executed_graph(trial, providers)
+        try:
+            trial_graph = executed_graph(trial)
+        except QtoolError:  # ORT cannot run that placement: the previous one stands
+            break
         last = placement.rounds[-1]
         conversions, size = trial_graph.conversions(), _size(trial)
         better = conversions <= last.conversions and size <= last.file_bytes
