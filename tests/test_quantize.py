@@ -196,6 +196,10 @@ def test_cli_cnn_qdq_int8_weights_accuracy_json(tmp_path, models):
     assert q["activation_type"] == "uint8" and q["weight_type"] == "int8"
     assert q["calibration"] == "digits" and q["samples"] == 256 and q["seed"] == 3
     assert isinstance(q["reduce_range"], bool) and q["onnxruntime_version"]
+    # the placement: its mode and what it kept out in the metadata, how in the report
+    assert q["placement"] == {"mode": "int8-kernels", "excluded": []}
+    assert report["placement"]["kinds"].get("int8 kernel", 0) >= 4
+    assert report["placement"]["rounds"][0]["conversions"] >= 2
     assert meta["source_sha256"] == before
     assert meta["normalization"] == {"mean": MEAN, "std": STD}
     evaluated = run("eval", out, "--data", "digits", "--json", tmp_path / "e.json")

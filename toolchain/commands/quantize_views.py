@@ -26,7 +26,7 @@ def show_report(r: QuantizeReport) -> None:
         ["size FP32 -> INT8", f"{fmt_bytes(r.size_before)} -> {fmt_bytes(r.size_after)}"],
         ["size ratio", f"{r.size_ratio:.3f}"],
         ["tensor bytes ratio", f"{r.initializer_bytes_after / r.initializer_bytes_before:.3f}"],
-        *_placement_rows(s.placement),
+        *_placement_rows(r.placement),
     ]  # fmt: skip
     for split in (r.validation, r.test):
         if split is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +110,7 @@ class Attempts:
         if options.fmt != "qdq":
             self.placement = Placement("ort")
             self.work.notes.append("Q/DQ placement is decided for the QDQ format only")
-            self.work.settings.placement = asdict(self.placement)
+            self.work.settings.placement = self.placement.record()
             return self.attempt([], "0")
 
         def quantize(exclude: list[str], out: Path) -> None:
@@ -119,7 +119,7 @@ class Attempts:
         path, self.placement = place(
             quantize, list(options.exclude_nodes), job.op_types, self.tmp, options.placement
         )
-        self.work.settings.placement = asdict(self.placement)
+        self.work.settings.placement = self.placement.record()
         return_freed_memory()  # what calibration freed, before the error analysis
         if self.placement.excluded:
             info(

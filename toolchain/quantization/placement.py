@@ -53,11 +53,14 @@ class Placement:
     float_kept: list[str] = field(default_factory=list)  # float, left wrapped (feed 8-bit moves)
     rounds: list[PlacementRound] = field(default_factory=list)
     note: str = ""  # why ORT's placement was kept, when the graph could not be read
-    method: str = (
-        "quantise, optimise for the CPU provider (ORT_ENABLE_EXTENDED), keep Q/DQ only where "
-        "ORT runs the node in INT8; a round is kept only if Q/DQ conversions and file size do "
-        "not grow"
-    )
+
+    def record(self) -> dict:
+        """What the model's metadata keeps: the mode and the nodes kept out (the rest is in
+        the report; a 1 k-parameter model's file should not grow by its own history)."""
+        out: dict = {"mode": self.mode, "excluded": list(self.excluded)}
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 Quantize = Callable[[list[str], Path], None]

@@ -113,6 +113,7 @@ def quantize_model(
             check_output_path(out, force=force, inputs=(src,), param="out")
             save_model(model, out)
     report = _report(work, options, outcome, model, validation, test, out if written else None)
+    report.placement = asdict(runs.placement)
     if outcome.within is False:
         kept = f"; the best attempt was written to {out}" if written else "; nothing written"
         raise BudgetNotMet(

@@ -53,6 +53,7 @@ class QuantizeReport:
     debug_samples: int
     tensor_errors: list[TensorError]
     notes: list[str] = field(default_factory=list)
+    placement: dict = field(default_factory=dict)  # how Q/DQ placement was decided (Placement)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -101,7 +101,7 @@ class QuantSettings:
     seed: int
     preprocessed: bool
     calibration_batch: int = 0  # samples per calibration run (from activation_memory_mb)
-    placement: dict = field(default_factory=dict)  # how Q/DQ placement was decided
+    placement: dict = field(default_factory=dict)  # mode and nodes kept out (Placement.record)
     onnxruntime_version: str = ort.__version__
 
 
