@@ -14,6 +14,7 @@ from qtool.commands.options import (
     model_argument,
     write_json_report,
 )
+from qtool.errors import QtoolError
 from qtool.modelfile.summary import summarize
 from qtool.report import fmt_bytes, fmt_count, show, table
 from qtool.runtimes.analytic_energy import analytic_energy
@@ -83,7 +84,11 @@ def command(
     if s.metadata:
         show(table("metadata", ["key", "value"], [[k, _short(v)] for k, v in s.metadata.items()]))
     if energy:
-        bill = analytic_energy(model)
+        try:
+            bill = analytic_energy(model)
+        except QtoolError as exc:
+            exc.param = exc.param or "energy"
+            raise
         s.energy = bill.to_dict()
         show(analytic_table(bill), *analytic_notes(bill))
     write_json_report(json_path, s)
