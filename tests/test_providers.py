@@ -127,10 +127,11 @@ def test_quantize_checks_accuracy_on_the_named_providers(files, tmp_path):
                  "--max-accuracy-drop", "2", "--json", report)  # fmt: skip
     assert result.exit_code == 0, result.output
     payload = json.loads(report.read_text())
-    (row,) = payload["providers"]
-    assert row["provider"] == "cpu" and row["precision"] == "fp32"
-    assert row["accuracy_before"] == payload["accuracy_before"]
-    assert row["accuracy_drop_pp"] == payload["accuracy_drop_pp"]
+    val, test = payload["providers"]  # one row per split the checks ran on, per provider
+    assert [val["split"], test["split"]] == ["val", "test"]
+    assert {val["provider"], test["provider"]} == {"cpu"} and val["precision"] == "fp32"
+    assert val["fp32"] == payload["validation"]["fp32"]
+    assert test["drop_pp"] == payload["test"]["drop_pp"]
 
 
 def test_campaigns_record_the_provider_their_trials_ran_on(files, tmp_path):

@@ -33,6 +33,7 @@ from qtool.benchmarking.results import (
     GroupResult,
     add_provider_ratios,
     add_ratios,
+    analytic_result,
     config_result,
     energy_info,
     energy_result,
@@ -43,6 +44,7 @@ from qtool.errors import QtoolError
 from qtool.evaluation.providers import compare_providers
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
+from qtool.runtimes.analytic_energy import analytic_energy
 from qtool.runtimes.energy import (
     MIN_RAPL_WINDOW_S,
     EnergyPlan,
@@ -112,6 +114,8 @@ def run_bench(
     energy = _energy_plan(plan)
     pairs = _pairs(paths, specs)
     failures: list[dict] = []
+    names = model_names(paths)
+    analytic = _analytic(paths, names) if plan.analytic_energy else None  # fails before timing
     idle_before = measure_idle(energy.reader, plan.idle_seconds) if energy.reader else None
     measured = []
     for threads in plan.threads:
@@ -141,10 +145,12 @@ def run_bench(
             SPINNING_NOTE[plan.spinning],
             f"latency: {TIMER} (session.run on inputs prepared before timing)",
             info["formula"],
+            *([] if analytic is None else [ANALYTIC_NOTE]),
         ],
         providers=[s.describe(plan.precision) for s in specs],
         accuracy=_accuracy(pairs, dataset, plan),
         failures=failures,
+        analytic=analytic,
     )
 
 
@@ -175,6 +181,25 @@ def _accuracy(pairs: list[Pair], dataset: Dataset | None, plan: BenchPlan) -> li
             label=mine[0].label.split(" · ")[0],
         )
     return rows
+
+
+ANALYTIC_NOTE = (
+    "analytic energy: operation counts by executed dtype x Horowitz's 45 nm table, per "
+    "inference at batch 1; a different kind from measured or estimated energy, never compared "
+    "with them as if alike"
+)
+
+
+def _analytic(paths: list[Path], names: list[str]) -> dict:
+    """The analytic bill of every model, on the CPU provider's graph (the table prices CPU
+    arithmetic; other providers fuse differently)."""
+    bills = {}
+    for name, path in zip(names, paths, strict=True):
+        try:
+            bills[name] = analytic_energy(path)
+        except QtoolError as exc:
+            raise QtoolError(f"analytic energy of {path}: {exc}", param="energy") from exc
+    return analytic_result(bills, names[0])
 
 
 def _load_data(data: str | Dataset | None) -> Dataset | None:

@@ -37,6 +37,8 @@ class BenchPlan:
     round); `seconds` measures rounds for that long instead (DEFAULT_SECONDS when neither is
     given). Energy (unless "off") is taken after each configuration's latency rounds, over
     `energy_rounds` windows per model of >= `energy_window_s` seconds of back-to-back calls.
+    `analytic_energy` adds, per model, the analytic figure (operation counts x a 45 nm table,
+    qtool.runtimes.analytic_energy), reported as its own kind beside the measured one.
     """
 
     batches: list[int] = field(default_factory=lambda: [1])
@@ -46,7 +48,8 @@ class BenchPlan:
     runs: int | None = None
     seconds: float | None = None
     warmup: int = DEFAULT_WARMUP
-    energy: str = "auto"  # one of ENERGY_METHODS
+    energy: str = "auto"  # one of ENERGY_METHODS: measured (rapl) or estimated (CPU time)
+    analytic_energy: bool = False  # also the analytic figure per model (never mixed with them)
     cpu_watts_per_core: float | None = None
     energy_window_s: float = MIN_RAPL_WINDOW_S
     energy_rounds: int = 2

@@ -119,6 +119,28 @@ class BenchResult:
     providers: list[dict] = field(default_factory=list)  # the spec of each provider measured
     accuracy: list = field(default_factory=list)  # ProviderAccuracy per pair, with labelled data
     failures: list[dict] = field(default_factory=list)  # pairs a provider could not load
+    # kind "analytic": per model, energy per inference (batch 1) by operation counts x a
+    # 45 nm table, and its ratio to the baseline's analytic figure; None unless asked for
+    analytic: dict | None = None
+
+
+def analytic_result(bills: dict, baseline: str) -> dict:
+    """The analytic figures of a bench, one kind apart: per model the bill, and ratios
+    between analytic figures only (never against a measured or estimated one)."""
+    base = bills[baseline].pj_per_inference
+    any_bill = next(iter(bills.values()))
+    return {
+        "kind": "analytic",
+        "label": any_bill.label,
+        "unit": "mJ per inference (batch 1)",
+        "source": any_bill.source,
+        "memory_choice": any_bill.memory_choice,
+        "models": {name: bill.to_dict() for name, bill in bills.items()},
+        "mj_per_inference": {name: bill.mj_per_inference for name, bill in bills.items()},
+        "ratio_vs_baseline": {
+            name: bill.pj_per_inference / base if base else None for name, bill in bills.items()
+        },
+    }
 
 
 def config_result(

@@ -24,6 +24,7 @@ from qtool.commands.options import (
 )
 from qtool.errors import QtoolError
 from qtool.report import info, show
+from qtool.runtimes.analytic_energy import KIND as ANALYTIC
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
 from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 from qtool.runtimes.providers import list_providers as known_providers
@@ -81,11 +82,11 @@ from qtool.runtimes.session import OPT_LEVELS
 )
 @click.option(
     "--energy",
-    type=click.Choice(ENERGY_METHODS),
     default="auto",
     show_default=True,
     help="rapl: Linux powercap counters; estimate: CPU time x W/core (labelled estimated); "
-    "auto: rapl where readable, else estimate.",
+    "auto: rapl where readable, else estimate; off. Add analytic (e.g. auto,analytic) for "
+    "the analytic figure beside it: operation counts x a 45 nm table, labelled analytic.",
 )
 @click.option(
     "--cpu-watts-per-core",
@@ -202,6 +203,11 @@ def command(
                 "estimated": not a measurement; its ratio equals the CPU-time ratio.
       auto      rapl where readable, otherwise estimate (the output says which and why).
       off       latency only.
+      analytic  added to one of the above (auto,analytic; alone it means auto,analytic):
+                per model, energy of one inference at batch 1 from operation counts
+                by the dtype ONNX Runtime runs them in x Horowitz's 45 nm table (ISSCC
+                2014). Shown in its own rows, labelled ANALYTIC: a model of the
+                arithmetic, not a measurement, never set against the measured figure.
     Energy windows run after each configuration's latency rounds, so they add
     about (models x --energy-rounds x --energy-window) seconds per configuration.
 
@@ -211,6 +217,7 @@ def command(
       qtool bench fp32.onnx int8.onnx --batch 1,32 --threads 1,2 --seconds 5 --json b.json
       qtool bench model.onnx --data digits --runs 500 --plot bench.png
       qtool bench cnn.onnx cnn.int8.onnx --provider cpu,openvino --batch 1,32 --data digits
+      qtool bench fp32.onnx int8.onnx --energy auto,analytic
       qtool bench --list-providers
     """
     if list_providers:
@@ -221,6 +228,7 @@ def command(
         return
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
+    measured, analytic = energy_kinds(energy)
     plan = BenchPlan(
         batches=int_list(batches, "batch"),
         threads=int_list(threads, "threads"),
@@ -230,7 +238,8 @@ def command(
         runs=runs,
         seconds=seconds,
         warmup=warmup,
-        energy=energy,
+        energy=measured,
+        analytic_energy=analytic,
         cpu_watts_per_core=cpu_watts_per_core,
         energy_window_s=energy_window,
         energy_rounds=energy_rounds,
@@ -253,3 +262,18 @@ def command(
         info(f"plot written to {plot_path}")
     if result.failures:  # after the other pairs' results are shown and written
         raise QtoolError("\n".join(f["error"] for f in result.failures))
+
+
+def energy_kinds(text: str) -> tuple[str, bool]:
+    """'auto,analytic' -> ("auto", True): at most one measured/estimated method (auto when
+    none is named) and whether the analytic figure goes beside it."""
+    items = split_list(text)
+    methods = [i for i in items if i != ANALYTIC]
+    unknown = [i for i in methods if i not in ENERGY_METHODS]
+    if unknown or len(methods) > 1 or not items:
+        raise click.BadParameter(
+            f"{text!r}: give one of {', '.join(ENERGY_METHODS)}, optionally with ,{ANALYTIC} "
+            f"(e.g. auto,{ANALYTIC}), or {ANALYTIC} alone (= auto,{ANALYTIC})",
+            param_hint="--energy",
+        )
+    return (methods[0] if methods else "auto"), ANALYTIC in items

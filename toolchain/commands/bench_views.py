@@ -93,6 +93,23 @@ def _energy_rows(cs: list[ConfigResult], label: str) -> list[list[str]]:
     ]
 
 
+def _analytic_rows(cs: list[ConfigResult], analytic: dict | None) -> list[list[str]]:
+    """The analytic kind in rows of its own: per inference at batch 1, whatever the
+    configuration, with ratios between analytic figures only."""
+    if not analytic:
+        return []
+    mj, ratio = analytic["mj_per_inference"], analytic["ratio_vs_baseline"]
+    models = [c.name.split(" · ")[0] for c in cs]  # pair labels are "model · provider"
+    base = next(iter(mj))
+    return [
+        ["energy/inference (mJ, ANALYTIC)", *(_fmt_mj(mj[m]) for m in models)],
+        [
+            "analytic ratio vs baseline",
+            *("baseline" if m == base else f"{ratio[m]:.3f}" for m in models),
+        ],
+    ]
+
+
 def render_bench(result: BenchResult) -> list:
     """One table per configuration, models side by side as columns (the first is the
     baseline), then the lines saying how each figure was obtained."""
@@ -108,6 +125,7 @@ def render_bench(result: BenchResult) -> list:
         rows += _energy_rows(cs, energy_label) if energy_label else []
         if any(c.threads_used for c in cs):
             rows.append(["threads used (measured)", *(_threads_used(c) for c in cs)])
+        rows += _analytic_rows(cs, result.analytic)
         title = (
             f"{group.threads} thread(s) · batch {group.batch} · "
             f"{group.rounds} rounds interleaved after {group.warmup_rounds} warm-up"
@@ -179,6 +197,16 @@ def _method_lines(result: BenchResult, method: str | None) -> list[str]:
             "energy windows run each model back to back (warm caches), while latency rounds "
             "alternate the models, so CPU time per call in the windows can be below the p50."
         )
+    if result.analytic:
+        a = result.analytic
+        out += [
+            f"ANALYTIC energy: per inference at batch 1 (the same in every configuration), "
+            f"operation counts by the dtype ONNX Runtime's CPU provider runs them in x the "
+            f"table of {a['source']}; memory: {a['memory_choice']}.",
+            "ANALYTIC is a different kind from the measured or estimated energy above: a "
+            "model of the arithmetic and memory traffic, not a measurement; the two are never "
+            "compared as if alike (`qtool inspect --energy MODEL` itemises the count).",
+        ]
     out.append(f"{SPINNING_NOTE[result.settings['spinning']]}.")
     out.append(
         f"ratios: vs the baseline {result.baseline} (first model on the first provider); "
