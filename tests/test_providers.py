@@ -59,7 +59,8 @@ def test_bench_with_data_scores_every_pair_and_flags_the_budget(files, tmp_path)
     assert row["within_budget"] is True and row["max_accuracy_drop_pp"] == 0.5
     config = payload["groups"][0]["configs"][0]
     assert config["provider"] == "cpu" and config["precision"] == "fp32"
-    assert config["threads_used"]["pinned"] is True and config["threads_used"]["threads"] == 1
+    assert config["threads_used"]["pinned"] is True, config["threads_used"]
+    assert config["threads_used"]["threads"] == 1
 
 
 def test_a_provider_that_cannot_load_a_model_is_one_line_and_the_rest_is_written(files, tmp_path):

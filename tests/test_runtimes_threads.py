@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.runtimes.session import make_session
-from qtool.runtimes.threads import ThreadUse, measure_thread_use, pinning_check
+from qtool.runtimes.threads import ThreadUse, check_pinning, measure_thread_use, pinning_check
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="per-thread CPU times come from /proc (Linux)"
@@ -74,3 +76,38 @@ def test_the_verdict_reads_the_counts_and_says_how():
     unknown = ThreadUse(calls=1, wall_s=1.0, cpu_s=0.9, busy_threads=None)
     assert pinning_check(unknown, 1)["pinned"] is None  # no per-thread times: not claimed
     assert pinning_check(ThreadUse(4, 1.0, 2.0, 2), 2)["pinned"] is True
+
+
+@linux_only
+def test_a_stray_thread_in_one_window_is_confirmed_away_but_a_wide_pool_is_not():
+    one = _matmul_session(1)
+
+    def stray() -> (
+        None
+    ):  # another thread of the process, two of them busy within the first window only
+        end = time.perf_counter() + 0.08
+        while time.perf_counter() < end:
+            sum(range(1000))
+        release.wait()  # alive, idle, when the window's thread times are read
+
+    release = threading.Event()
+
+    workers = [threading.Thread(target=stray) for _ in range(2)]
+    calls = 0
+
+    def call() -> None:
+        nonlocal calls
+        if calls == 0:
+            for worker in workers:
+                worker.start()
+        calls += 1
+        one()
+
+    check = check_pinning(call, 1, 0.1)
+    release.set()
+    for worker in workers:
+        worker.join()
+    assert check["pinned"] is True and check["windows"] == 2
+    assert check["first_window"]["busy_besides_caller"] >= 1
+    wide = check_pinning(_matmul_session(4), 1, 0.1)
+    assert wide["pinned"] is False

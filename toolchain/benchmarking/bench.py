@@ -56,7 +56,7 @@ from qtool.runtimes.energy import (
 )
 from qtool.runtimes.providers import ProviderSpec, compared_specs
 from qtool.runtimes.session import make_session
-from qtool.runtimes.threads import measure_thread_use, pinning_check
+from qtool.runtimes.threads import check_pinning
 from qtool.runtimes.timing import TIMER, InterleavedRun, measure_interleaved
 
 if TYPE_CHECKING:
@@ -276,9 +276,7 @@ def _measure_group(
     raw = measure_interleaved(contenders, plan.runs, seconds, plan.warmup, plan.seed)
     checks: list[dict | None] = [None] * len(contenders)
     if plan.thread_check_s > 0:
-        checks = [
-            pinning_check(measure_thread_use(c, plan.thread_check_s), threads) for c in contenders
-        ]
+        checks = [check_pinning(c, threads, plan.thread_check_s) for c in contenders]
     windows: list[list[EnergyWindow]] = [[] for _ in contenders]
     order: list[list[int]] = []
     if energy.method != "off":
