@@ -19,8 +19,14 @@ FORMAT = "qtool-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
-    """Write a checkpoint atomically (qtool.outputs: temp file beside `out`, then rename)."""
+def save_checkpoint(
+    state_dict: dict, config: dict, out: str | Path, resume: dict | None = None
+) -> Path:
+    """Write a checkpoint atomically (qtool.outputs: temp file beside `out`, then rename).
+
+    `resume` (qtool.models.train_state.snapshot) makes it a checkpoint of an unfinished run
+    that `qtool train --resume` continues; a finished run's checkpoint leaves it out.
+    """
     import torch
 
     out = Path(out)
@@ -32,6 +38,8 @@ def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
         # (torch.__version__ is a str subclass, numpy floats are not plain floats)
         "config": json.loads(json.dumps(config, default=_plain)),
     }
+    if resume is not None:
+        payload["resume"] = resume
     return atomic_write(out, lambda tmp: torch.save(payload, tmp))
 
 

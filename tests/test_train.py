@@ -189,3 +189,72 @@ def test_cli_lists_train_export_demo():
     for name in ("train", "export", "demo"):
         assert name in result.output
     assert "Examples" in run("export", "--help").output
+
+
+def _weights(path) -> dict:
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_time_budget_stops_and_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    assert run("train", "mlp", "--out", str(full), "--epochs", "4").exit_code == 0
+    stopped = run("train", "mlp", "--out", str(part), "--epochs", "4", "--time-budget", "0")
+    assert stopped.exit_code == 0, stopped.output
+    assert "PARTIAL: time budget" in stopped.output
+    assert f"continue with qtool train mlp --resume {part}" in stopped.output
+    raw = torch.load(part, weights_only=True)
+    assert raw["resume"]["epoch"] == 1 and raw["config"]["epochs_done"] == 1
+    resumed = run("train", "mlp", "--resume", str(part))
+    assert resumed.exit_code == 0, resumed.output
+    assert "4 of 4" in resumed.output
+    a, b = _weights(full), _weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "resume" not in torch.load(part, weights_only=True)  # finished: no resume state
+    assert_bad_input(run("train", "mlp", "--resume", str(part)), "finished run", "4 of 4")
+
+
+def test_resume_refuses_other_settings_model_and_data(tmp_path):
+    part = tmp_path / "part.pt"
+    run("train", "mlp", "--out", str(part), "--epochs", "3", "--time-budget", "0")
+    before = sha256_file(part)
+    assert_bad_input(run("train", "mlp", "--resume", str(part), "--lr", "0.1"), "--lr", "0.003")
+    assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--batch-size", "8"), "--batch-size"
+    )
+    assert_bad_input(run("train", "cnn", "--resume", str(part)), "run of 'mlp'")
+    assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--data", "digits"), "--data", "dataset"
+    )
+    assert_bad_input(run("train", "mlp", "--resume", str(tmp_path / "no.pt")), "does not exist")
+    assert sha256_file(part) == before
+    assert_bad_input(run("train", "mlp"), "--out")
+
+
+def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "cnn.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtool.cli", "train", "cnn", "--out", str(out), "--epochs", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines = []
+    for line in proc.stderr:  # a plain line per epoch without a terminal
+        lines.append(line)
+        if "epoch 2/300" in line:
+            break
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "s/epoch" in lines[0]
+    done = torch.load(out, weights_only=True)["resume"]["epoch"]
+    assert done >= 2 and f"after epoch {done} of 300" in rest
+    resumed = run("train", "cnn", "--resume", str(out), "--time-budget", "0")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{done + 1} of 300" in resumed.output
