@@ -48,6 +48,8 @@ def evaluate_session(
     scores = run_scores(session, io, io.prepare(dataset.x), batch)
     nonfinite = int((~np.isfinite(scores)).any(axis=1).sum())
     names = io.class_names or dataset.class_names
+    if positive is None:  # asked, else the model's own (export), else the data set's
+        positive = io.positive_class
     if positive is None:
         positive = dataset.extra.get("positive_class")
     result = classification_metrics(predicted_labels(scores), dataset.y, names, positive)
