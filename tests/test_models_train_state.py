@@ -43,9 +43,7 @@ def test_resumed_run_equals_uninterrupted_run_exactly(tmp_path):
     kept: dict = {}
 
     def stop_after_two(stats, checkpoint):
-        kept["state"] = _saved(
-            checkpoint(), tmp_path / "run.pt"
-        )
+        kept["state"] = _saved(checkpoint(), tmp_path / "run.pt")
         return "stop" if stats.epoch == 2 else None
 
     first = _train(4, on_epoch=stop_after_two)
