@@ -145,6 +145,9 @@ def test_predict_matches_eval_and_refuses_tampered_bundle(bundle, tmp_path):
     w, b = digits_linear_weights()
     expected = np.argmax((images.reshape(20, -1) / 255.0) @ w + b, axis=1)
     assert [p["label"] for p in preds] == expected.tolist()
+    assert f"{tmp_path / 's.npz'}: read the rows of array 'images'" in " ".join(
+        result.output.split()
+    )
     rec = {r["name"]: r for r in manifest_of(bundle)["initializers"]}
     flip_byte(bundle / "lin.onnx", rec["w"]["offset"] + 1, 0x01)
     refused = run("predict", bundle, tmp_path / "s.npz")
