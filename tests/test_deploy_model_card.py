@@ -92,7 +92,7 @@ def test_card_carries_the_manifest_and_report_figures(model, tmp_path):
     assert f"bundled {manifest['created']} by qtool {manifest['versions']['qtool']}" in card
     assert "\nTriage only.\n" in card
     assert "- Data set: digits" in card and "- Classes: 0, 1, 2, 3" in card
-    assert "- Input: x float ['N', 1, 8, 8]" in card and "'mean': [0.25]" in card
+    assert "- Input: x float ['N', 1, 8, 8]" in card and "std [0.5]" in card
     assert "- Quantisation: none (FP32)" in card
     assert (
         "- 91.23 % on 114 samples of breast-cancer (test), from `reports/eval.json`; "
