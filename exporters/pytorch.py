@@ -23,6 +23,7 @@ from pathlib import Path
 
 from qtool.errors import QtoolError, WorkFailed
 from qtool.exporters.failures import advice_for, failure_cause
+from qtool.exporters.modules import fx_tensor_modules, record_tensor_modules
 
 MIN_DYNAMO_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -144,7 +145,9 @@ def _export_dynamo(module, example, opset: int, dynamic_batch: bool):
         external_data=False,
         **_common(opset),
     )
-    return program.model_proto
+    model = program.model_proto
+    record_tensor_modules(model, before=fx_tensor_modules(program))
+    return model
 
 
 def _export_torchscript(module, example, opset: int, dynamic_batch: bool):
@@ -265,6 +268,7 @@ def export_onnx(
         raise WorkFailed(
             f"the {exporter} exporter failed: {cause}; {advice_for(cause, chosen.retry_hint)}"
         ) from exc
+    record_tensor_modules(model)  # node names before the optimiser renames fused nodes
     return simplify(model)
 
 
@@ -294,6 +298,7 @@ def simplify(model):
         model = folded if folded is not None else model
     except Exception:  # optimisation is cosmetic; an unoptimised model is still correct
         pass
+    record_tensor_modules(model)  # before the debug info that holds the module paths goes
     strip_debug_info(model)
     return model
 
