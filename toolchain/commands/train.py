@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
-from qtool.from_torch.train import TrainReport, train_zoo_model
+from qtool.from_torch.train import TrainingInterrupted, TrainReport, train_zoo_model
 from qtool.report import fmt_count, fmt_pct, info, show, table
 
 ZOO_NAMES = ("cnn", "sasa", "mlp")  # mirrors qtool.models.ZOO; click needs them at import
@@ -93,15 +93,20 @@ def command(
         raise click.UsageError("Missing option '--out' (or --resume CHECKPOINT to continue).")
     continuing = resume is not None and (out is None or out.resolve() == resume.resolve())
     check_outputs(force, [resume], out=None if continuing else out, json_path=json_path)
-    report = train_zoo_model(
-        model_name, data_spec, out, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-        threads=threads, time_budget=time_budget, resume=resume, force=force,
-    )  # fmt: skip
+    try:
+        report = train_zoo_model(
+            model_name, data_spec, out, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+            threads=threads, time_budget=time_budget, resume=resume, force=force,
+        )  # fmt: skip
+    except TrainingInterrupted as stop:  # the checkpoint is safe: say so, then exit 130
+        _show(stop.report, json_path)
+        raise
+    _show(report, json_path)
+
+
+def _show(report: TrainReport, json_path) -> None:
     show(_table(report))
     write_json_report(json_path, {**vars(report), "partial": report.partial})
-    if report.stopped == "interrupted":
-        info(_stopped_line(report))
-        raise KeyboardInterrupt
     if report.partial:
         info(_stopped_line(report))
 

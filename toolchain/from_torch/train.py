@@ -58,6 +58,15 @@ class TrainReport:
         return self.stopped is not None
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after its checkpoint was made safe; `.report` is the partial
+    report. A KeyboardInterrupt, so a caller that does not look for it stops as usual."""
+
+    def __init__(self, report: TrainReport):
+        super().__init__("training interrupted")
+        self.report = report
+
+
 def train_zoo_model(
     name: str,
     data_spec: str | None,
@@ -80,7 +89,8 @@ def train_zoo_model(
     written (atomically) after every epoch with what a resumed run needs; `resume` continues
     such a run with its recorded settings (`out` defaults to it). `time_budget` seconds:
     the run stops after the epoch that crosses it. Ctrl-C stops it too, keeping the last
-    epoch's checkpoint; both give a partial report (`stopped`), Ctrl-C's caller re-raises.
+    epoch's checkpoint; the time budget returns a partial report (`stopped`), Ctrl-C raises
+    TrainingInterrupted carrying it.
     """
     from qtool.models import get_spec
     from qtool.models.checkpoint import save_checkpoint
@@ -123,7 +133,7 @@ def train_zoo_model(
     if result.stopped is None:  # finished: the final checkpoint needs no resume state
         save_checkpoint(result.module.state_dict(), config, out)
     params = sum(int(p.numel()) for p in result.module.parameters())
-    return TrainReport(
+    report = TrainReport(
         model=name,
         dataset=data_spec,
         out=str(out),
@@ -144,6 +154,9 @@ def train_zoo_model(
         batch_size=config["batch_size"],
         threads=config["threads"],
     )
+    if report.stopped == "interrupted":
+        raise TrainingInterrupted(report)
+    return report
 
 
 def _deadline(start: float, budget: float | None):
