@@ -1,0 +1,132 @@
+"""What keeping a long training run's work costs: the per-epoch checkpoint at ResNet-18 size.
+
+`qtool train` rewrites its checkpoint atomically after every epoch with the best weights,
+the current weights, AdamW's two moment buffers, the schedule and both random streams. This
+measures, in one run, on a ResNet-18 layout (11.2 M parameters, 1x128x128, 2 classes):
+  - one training epoch of --images synthetic images (batch 32, AdamW, one-cycle schedule,
+    as qtool's trainer runs it, --threads torch threads);
+  - writing the checkpoint with its resume state (qtool.models.checkpoint.save_checkpoint of
+    qtool.models.train_state.snapshot), its size, and loading it back weights-only;
+and prints the write time as a fraction of the measured epoch. The CPU is shared with other
+jobs here: figures are noisy, the ratio (same run) is the one to read.
+
+Usage: python benchmarks/train_checkpoint.py [--images 256] [--threads 1] [--px 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from qtool.models.checkpoint import load_checkpoint, save_checkpoint
+from qtool.models.train_state import LoopState, snapshot
+from qtool.models.trainer import _Run, _train_epoch
+
+
+class Basic(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))  # fmt: skip
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+def resnet18(channels: int = 1, classes: int = 2) -> nn.Module:
+    layers, cin = [], 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
+        cin = cout
+    return nn.Sequential(
+        nn.Conv2d(channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(512, classes),
+    )  # fmt: skip
+
+
+WATCHED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+
+
+def cpu_model() -> str:
+    """Model name and the vector flags that matter for torch's kernels."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return f"{name} [{' '.join(f for f in WATCHED_FLAGS if f in flags) or 'no AVX2'}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--px", type=int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    module = resnet18()
+    params = sum(p.numel() for p in module.parameters())
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(args.images, 1, args.px, args.px, generator=generator)
+    y = torch.randint(0, 2, (args.images,), generator=generator)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=1e-4)
+    steps = -(-args.images // 32)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps * 2)
+    norm = {"mean": [0.5], "std": [0.25]}
+    run = _Run(module, optimizer, scheduler, nn.CrossEntropyLoss(), generator, norm, 32, 0)
+    began = time.perf_counter()
+    _train_epoch(run, x, y, torch)
+    epoch_s = time.perf_counter() - began
+    loop = LoopState(epoch=1, best=(0.5, -1.0), best_epoch=1)
+    loop.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.pt"
+        began = time.perf_counter()
+        save_checkpoint(
+            loop.best_state, {"model": "resnet18"}, path, resume=snapshot(run, loop, torch)
+        )
+        write_s = time.perf_counter() - began
+        size = path.stat().st_size
+        began = time.perf_counter()
+        load_checkpoint(path)
+        load_s = time.perf_counter() - began
+    per_image = epoch_s / args.images
+    print(
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
+        f"{args.threads} thread(s); figures from one run on a shared machine (noisy)"
+    )
+    print(f"ResNet-18 layout: {params / 1e6:.1f} M parameters, 1x{args.px}x{args.px}")
+    print(
+        f"training epoch of {args.images} images: {epoch_s:.1f} s ({1000 * per_image:.0f} ms/image)"
+    )
+    print(
+        f"checkpoint with resume state: {size / 2**20:.0f} MiB, written in {write_s:.2f} s, "
+        f"loaded (weights-only) in {load_s:.2f} s"
+    )
+    print(f"write / epoch here: {100 * write_s / epoch_s:.1f} %; for a 36 s epoch (the issue's "
+          f"128 px run): {100 * write_s / 36:.1f} %")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
