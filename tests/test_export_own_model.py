@@ -47,6 +47,15 @@ class Table(nn.Module):
 def table():
     torch.manual_seed(0)
     return Table()
+
+
+class Branchy(Table):
+    def forward(self, x):
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+def branchy():
+    return Branchy()
 """
 
 
@@ -160,6 +169,17 @@ def test_checkpoint_and_shape_mistakes_are_one_line_each(net, tmp_path):
     ]:
         assert_bad_input(run(*base, "--out", out, *extra), *fragments)
         assert not out.exists()
+
+
+def test_exporter_failure_is_one_line_with_its_cause(net, tmp_path):
+    path, _ = net
+    out = tmp_path / "b.onnx"
+    result = run("export", f"{path}:branchy", "--input-shape", "1,30", "--out", out)
+    assert result.exit_code == 1, result.output
+    assert "\x1b" not in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "data-dependent" in result.output and "torchscript exporter" in result.output
+    assert not out.exists()
 
 
 def test_zoo_models_keep_their_trained_normalisation(zoo_checkpoints, tmp_path):
