@@ -310,6 +310,7 @@ def test_model_card_reads_quantize_flip_and_search_reports(tmp_path, model):
         f"- FP32 {100 * q['test']['fp32']:.2f} % -> INT8 {100 * q['test']['int8']:.2f} %"
     ) in card
     assert "## Quantisation" in card and f"(x{q['size_ratio']:.3f})" in card
+    assert "- Quantisation: static int8 weights (per channel), uint8 activations, qdq" in card
     assert "- Data set: not recorded in the model; the reports measure on digits" in card
     assert "- Classes: 0, 1, 2" in card
     assert "random bit flips (weights, seed" in card and "Bit-Flip Attack" in card

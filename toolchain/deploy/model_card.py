@@ -66,9 +66,24 @@ def _about(manifest: dict, intended_use: str | None, reports: dict, kinds: dict)
         f"- Classes: {classes}",
         f"- Input: {_inputs(manifest['inputs'])}",
         f"- Preprocessing: {_preprocessing(manifest.get('preprocessing') or {})}",
-        f"- Quantisation: {quant if quant else 'none (FP32)'}",
+        f"- Quantisation: {_quantisation(quant)}",
         f"- Execution provider: {_runtime(manifest.get('runtime'))}",
     ]
+
+
+def _quantisation(quant: object) -> str:
+    """One line of the recorded settings (all of them are in manifest.json)."""
+    if not quant:
+        return "none (FP32)"
+    if not isinstance(quant, dict):
+        return str(quant)
+    return (
+        f"static {quant.get('weight_type', '?')} weights "
+        f"({'per channel' if quant.get('per_channel') else 'per tensor'}), "
+        f"{quant.get('activation_type', '?')} activations, {quant.get('format', '?')} format, "
+        f"{quant.get('method', '?')} calibration on {quant.get('samples', '?')} samples of "
+        f"{quant.get('calibration', '?')} (every setting: `quantization` in manifest.json)"
+    )
 
 
 def _dataset(manifest: dict, reports: dict, kinds: dict) -> str:
