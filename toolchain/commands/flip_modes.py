@@ -14,8 +14,9 @@ from qtool.commands.flip_views import (
     replay_table,
     search_table,
     seeds_table,
+    sizing_table,
 )
-from qtool.commands.options import write_json_report
+from qtool.commands.options import cluster_spec, write_json_report
 from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
 from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
@@ -106,20 +107,38 @@ def campaign(args: FlipArgs) -> None:
             "campaigns keep flipped models in memory; --out/--manifest are for one "
             "injection (drop --trials and give one --bits count)"
         )
+    auto = args.trials == "auto"
+    if not auto and (args.margin is not None):
+        raise QtoolError("--margin sizes --trials auto; give --trials auto or drop --margin")
     plan = CampaignPlan(
         budgets=tuple(args.bits),
         trials=args.trials or 10,
         seed=args.seed,
         split=args.split,
         workers=args.workers,
+        margin=None if args.margin is None else args.margin / 100.0,
+        confidence=args.confidence / 100.0,
+        max_trials=args.max_trials,
         **args.selection,
     )
-    result = run_campaign(list(args.models), args.data_spec, plan)
+    spec = cluster_spec(args.cluster)
+    if spec is None:
+        result = run_campaign(list(args.models), args.data_spec, plan)
+    else:
+        if args.workers != 1:
+            raise QtoolError("give --workers (processes here) or --cluster, not both")
+        from qtool.faults.campaign.distributed import dask_executor
+
+        with dask_executor(spec, args.cluster_timeout) as execute:
+            result = run_campaign(list(args.models), args.data_spec, plan, executor=execute)
     show(campaign_table(result))
+    where = f"on {result.cluster}, " if result.cluster else ""
     info(
-        f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
-        f"({result.trials_per_second:.1f} trials/s, {args.workers} worker(s))"
+        f"{len(result.trial_results)} trials in {result.campaign_seconds:.1f} s "
+        f"({result.trials_per_s:.1f} trials/s, {where}{result.workers} worker(s))"
     )
+    if result.sizing is not None:
+        show(sizing_table(result.sizing))
     write_json_report(args.json_path, result)
     if args.csv_path:
         atomic_write(args.csv_path, stats_csv(result.stats))
@@ -142,12 +161,17 @@ def search(args: FlipArgs) -> None:
         seeds=args.seeds,
         seed=args.seed,
         show_progress=True,
+        cluster=cluster_spec(args.cluster),
+        cluster_timeout=args.cluster_timeout,
     )
     write_search(result, args.out, args.manifest_path, force=args.force)
     show(search_table(result))
     if summary is not None:
         show(seeds_table(summary, args.until_accuracy, args.seed))
-    write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
+    write_json_report(
+        args.json_path,
+        {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
+    )
 
 
 def _check_search(args: FlipArgs) -> None:

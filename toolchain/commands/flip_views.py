@@ -189,6 +189,29 @@ def search_table(result: SearchResult) -> Table:
     )
 
 
+def sizing_table(sizing: dict) -> Table:
+    """--trials auto: how many trials each budget took and which rule stopped it."""
+    margin, confidence = 100 * sizing["margin"], 100 * sizing["confidence"]
+    rows = [
+        [
+            Path(s.model).name,
+            s.bits,
+            f"10^{s.population_log10:.1f}",
+            s.leveugle_trials,
+            s.trials,
+            f"± {100 * s.halfwidth:.2f} pp",
+            s.stopped_by,
+        ]
+        for s in sizing["budgets"]
+    ]
+    return table(
+        f"Trials per budget for ± {margin:g} pp at {confidence:g} % confidence (bootstrap: the "
+        "interval got that narrow; leveugle: the sample-size formula's n; limit: --max-trials)",
+        ["model", "bits", "bit sets N", "formula n", "trials", "bootstrap", "stopped by"],
+        rows,
+    )
+
+
 def seeds_table(summary: dict, until_accuracy: float | None, seed: int) -> Table:
     """Mean ± std over the seeded attack batches (`until_accuracy` in percent)."""
     ftt = summary["flips_to_target"]

@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from qtool.cluster.spec import DEFAULT_TIMEOUT, ClusterSpec
 from qtool.data.datasets import parse_spec
 from qtool.errors import QtoolError
 from qtool.faults.campaign.run import CampaignPlan, run_campaign
 from qtool.faults.campaign.stats import BudgetStats
 from qtool.faults.search.progressive import SearchResult, flips_to, progressive_search
 from qtool.modelfile.metadata import qtool_metadata
+from qtool.report import progress
 
 DEFAULT_BUDGETS = (1, 2, 5, 10, 20)
 
@@ -57,25 +59,52 @@ def repeated_search(
     seed: int = 0,
     method: str = "auto",
     show_progress: bool = False,
+    cluster: ClusterSpec | None = None,
+    cluster_timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[SearchResult, dict | None]:
     """The search with attack batches seeded seed, seed+1, ...: the first run (its flipped
     model and manifest) and, for several seeds, mean ± std over the runs (also put in the
-    first run's manifest as `search.seeds_summary`). `until_accuracy` is a fraction."""
+    first run's manifest as `search.seeds_summary`). `until_accuracy` is a fraction. With a
+    `cluster`, the seeds run there as independent units (the same results)."""
     if seeds < 1:
         raise QtoolError(f"{seeds}: give at least 1 seed", param="seeds")
-    runs = [
-        progressive_search(
-            model, data, bits, until_accuracy, attack_samples, seed + k,
-            method=method, show_progress=show_progress,
-        )
-        for k in range(seeds)
-    ]  # fmt: skip
+    if cluster is not None:
+        runs = _on_cluster(
+            model, data, bits, until_accuracy, [seed + k for k in range(seeds)],
+            attack_samples, method, cluster, cluster_timeout, show_progress,
+        )  # fmt: skip
+    else:
+        runs = [
+            progressive_search(
+                model, data, bits, until_accuracy, attack_samples, seed + k,
+                method=method, show_progress=show_progress,
+            )
+            for k in range(seeds)
+        ]  # fmt: skip
     if seeds == 1:
         return runs[0], None
     budgets = sorted({b for b in DEFAULT_BUDGETS if b <= bits} | {bits})
     summary = budget_summary(runs, budgets)
     runs[0].manifest["search"]["seeds_summary"] = summary
     return runs[0], summary
+
+
+def _on_cluster(
+    model, data, bits, until_accuracy, seed_list, attack_samples, method, cluster, timeout, bar
+) -> list[SearchResult]:
+    from qtool.faults.search.distributed import distributed_searches
+
+    with progress() as p:
+        task = p.add_task("bit search seeds", total=len(seed_list), status="")
+        p.update(task, visible=bar)
+
+        def done(r: SearchResult) -> None:
+            p.update(task, advance=1, status=f"seed {r.seed}: {100 * r.final_accuracy:.1f} %")
+
+        return distributed_searches(
+            model, data, bits, until_accuracy, seed_list, attack_samples=attack_samples,
+            method=method, cluster=cluster, timeout=timeout, on_done=done,
+        )  # fmt: skip
 
 
 def precision(path: Path) -> str:

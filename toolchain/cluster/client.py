@@ -1,0 +1,130 @@
+"""Open a cluster: start an in-process LocalCluster, or connect to an existing scheduler.
+
+`local:N` starts N worker processes (one thread each, no dashboard, listening on 127.0.0.1
+only) and stops them on close. An address is only connected to: nothing is started on, or
+stopped at, the user's cluster. A scheduler that cannot be reached, or that has no worker,
+within `timeout` seconds is bad input (exit 2) with one line saying so.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from qtool.cluster.spec import DEFAULT_TIMEOUT, ClusterSpec
+from qtool.errors import MissingExtra, QtoolError
+
+# A worker whose versions of these differ from the client's could score differently, so the
+# results would depend on where a unit ran: such a cluster is refused before any work.
+SAME_VERSIONS = ("qtool", "onnxruntime", "numpy", "onnx")
+LOCAL_START_TIMEOUT = 120.0  # starting local worker processes on a loaded machine
+
+
+@dataclass
+class Opened:
+    client: Any  # distributed.Client
+    cluster: Any | None  # the LocalCluster we started, None for an address
+    log_level: int = logging.NOTSET  # the `distributed` logger's level before we opened
+
+    def close(self) -> None:
+        """Close the client, then stop the local cluster (never a remote one)."""
+        try:
+            self.client.close()
+        finally:
+            try:
+                if self.cluster is not None:
+                    self.cluster.close()
+            finally:
+                logging.getLogger("distributed").setLevel(self.log_level)
+
+
+def require_distributed():
+    try:
+        import distributed
+    except ModuleNotFoundError as exc:
+        raise MissingExtra("distributed", "dask", "--cluster") from exc
+    return distributed
+
+
+def open_cluster(spec: ClusterSpec, timeout: float = DEFAULT_TIMEOUT) -> Opened:
+    """A connected client (and the LocalCluster behind it, for local:N)."""
+    if timeout <= 0:
+        raise QtoolError(f"{timeout} s: give a positive timeout", param="cluster_timeout")
+    distributed = require_distributed()
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # the scheduler's and nannies' chatter is not qtool's output
+    try:
+        return _open(distributed, spec, timeout, level)
+    except BaseException:
+        logger.setLevel(level)
+        raise
+
+
+def _open(distributed, spec: ClusterSpec, timeout: float, level: int) -> Opened:
+    if spec.address is None:
+        cluster = distributed.LocalCluster(
+            n_workers=spec.local_workers,
+            processes=True,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = distributed.Client(cluster, set_as_default=False, timeout=LOCAL_START_TIMEOUT)
+        return Opened(client, cluster, level)
+    try:
+        client = distributed.Client(spec.address, timeout=timeout, set_as_default=False)
+    except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+        raise QtoolError(
+            f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s "
+            f"({_first_line(exc)}); start it (dask scheduler) or check the address",
+            param="cluster",
+        ) from None
+    opened = Opened(client, None, level)
+    try:
+        _check_workers(client, spec, timeout)
+    except BaseException:
+        opened.close()
+        raise
+    return opened
+
+
+def _check_workers(client, spec: ClusterSpec, timeout: float) -> None:
+    """At least one worker, each with the client's versions of the packages that score."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError):
+        raise QtoolError(
+            f"the Dask scheduler at {spec.address} has no workers after {timeout:g} s; start "
+            "some (dask worker ADDRESS --nthreads 1) with qtool installed",
+            param="cluster",
+        ) from None
+    here = {name: _version(name) for name in SAME_VERSIONS}
+    versions = client.get_versions(packages=list(SAME_VERSIONS))
+    for address, info in (versions.get("workers") or {}).items():
+        packages = info.get("packages", {}) if isinstance(info, dict) else {}
+        for name, mine in here.items():
+            theirs = packages.get(name)
+            if theirs != mine:
+                raise QtoolError(
+                    f"Dask worker {address} has {name} {theirs or 'not installed'}, this client "
+                    f"{mine}; install the same versions on every worker (pip install "
+                    "'qtool[dask]' from the same source) so results do not depend on where "
+                    "units run",
+                    param="cluster",
+                )
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
