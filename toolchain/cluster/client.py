@@ -71,16 +71,21 @@ def _open(distributed, spec: ClusterSpec, timeout: float, level: int) -> Opened:
             threads_per_worker=1,
             host="127.0.0.1",
             dashboard_address=None,
+            # the scheduler's HTTP endpoints (health, metrics) stay on a free loopback port
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
+            preload=["qtool.cluster.preload"],
         )
         client = distributed.Client(cluster, set_as_default=False, timeout=LOCAL_START_TIMEOUT)
         return Opened(client, cluster, level)
     try:
         client = distributed.Client(spec.address, timeout=timeout, set_as_default=False)
     except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)
+        why = _first_line(exc)
+        why = "" if why.startswith("Timed out") else f" ({why})"
         raise QtoolError(
-            f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s "
-            f"({_first_line(exc)}); start it (dask scheduler) or check the address",
+            f"cannot reach the Dask scheduler at {spec.address} within {timeout:g} s{why}; "
+            "start it (dask scheduler) or check the address",
             param="cluster",
         ) from None
     opened = Opened(client, None, level)

@@ -13,7 +13,9 @@ Two stopping rules, checked after each round of trials of a (model, budget):
 - **bootstrap**: the percentile bootstrap interval of the mean accuracy at confidence C (the
   campaign's own bootstrap, same seed) has a half-width of at most E.
 
-A budget that meets neither by `max_trials` stops there (rule `limit`). Rounds are fixed
+The formula is checked first (a budget whose n is reached stops as `leveugle`, even if the
+interval is also narrow enough); a budget that meets neither by `max_trials` stops there
+(rule `limit`). Rounds are fixed
 (32, 48, 72, ... trials, x1.5, capped), never sized by the number of workers, so the trials
 run, and the results, are the same on any executor.
 """
@@ -129,10 +131,10 @@ def sized_trials(
             width = halfwidth(results, seed, key[1], confidence)
             s = sizing[key]
             s.trials, s.halfwidth = len(results), width
-            if width <= margin:
-                s.stopped_by = "bootstrap"
-            elif len(results) >= formula:
+            if len(results) >= formula:
                 s.stopped_by = "leveugle"
+            elif width <= margin:
+                s.stopped_by = "bootstrap"
             elif len(results) >= max_trials:
                 s.stopped_by = "limit"
             elif step + 1 < len(targets):
