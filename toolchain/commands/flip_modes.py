@@ -45,6 +45,7 @@ def injection(args: FlipArgs) -> None:
     """One injection into one model: write it, log it, optionally score it."""
     if args.csv_path or args.plot_path:
         raise QtoolError("--csv and --plot belong to campaigns (--trials T and --data)")
+    _no_cluster(args)
     model = args.models[0]
     settings = FlipSettings(bits=args.bits[0], seed=args.seed, **args.selection)
     result = inject(model, settings)
@@ -73,6 +74,7 @@ def replay_manifest(args: FlipArgs) -> None:
     """--apply / --undo: replay a manifest on MODEL (or undo it), byte for byte."""
     if args.apply_path and args.undo_path:
         raise QtoolError("give --apply or --undo, not both")
+    _no_cluster(args)
     if args.is_campaign or len(args.models) != 1:
         raise QtoolError("--apply/--undo work on one model and one manifest, not campaigns")
     if args.out is None:
@@ -172,6 +174,14 @@ def search(args: FlipArgs) -> None:
         args.json_path,
         {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
     )
+
+
+def _no_cluster(args: FlipArgs) -> None:
+    if args.cluster or args.trials == "auto" or args.margin is not None:
+        raise QtoolError(
+            "--cluster, --trials auto and --margin belong to campaigns (several --bits, "
+            "models or --trials) and --search seeds"
+        )
 
 
 def _check_search(args: FlipArgs) -> None:
