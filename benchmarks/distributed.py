@@ -10,13 +10,15 @@ by `qtool.quantization.quantize_model`), the same trials on each executor:
   local:2    Dask LocalCluster, 2 workers
   sched+2    `dask scheduler` + 2 `dask worker` processes on 127.0.0.1 (started here)
 
-For each: trials/s over the campaign (the executor open; workers prepare the models inside
-it) and over the whole call (start-up and shutdown included); the speed-up of 2 Dask workers
-over one; and, from Dask's own byte counters, the bytes that moved per trial against the
-model's size. Every executor must give the same trial results (checked).
+All five are opened first; the trials are then cut into slices, and each slice runs on every
+executor in turn (rotating order), so the load of this shared machine, which comes and goes,
+hits them alike. Printed: trials/s after each executor's first slice (in which its workers
+prepare the model), the open and first-slice times, the speed-ups over one process, Dask's
+overhead at one worker, and from Dask's own byte counters the bytes moved per trial against
+the model's size. Every executor must give the same trial results (checked).
 
 Usage: python benchmarks/distributed.py [--trials 1000] [--budgets 1,10,100] [--test 32]
-       [--only single,local:2] [--folder DIR]
+       [--rounds 6] [--only single,local:2] [--folder DIR]
 The machine is shared: the load average before and after each run is printed; compare
 ratios measured in one run, and rerun when the machine is quiet.
 """
@@ -42,9 +44,17 @@ from dask_cluster import scheduler_and_workers  # noqa: E402
 
 from qtool.cluster import parse_cluster  # noqa: E402
 from qtool.cluster.units import traffic  # noqa: E402
-from qtool.faults.campaign import CampaignPlan, run_campaign  # noqa: E402
+from qtool.data.datasets import load_dataset  # noqa: E402
+from qtool.faults.campaign import CampaignPlan  # noqa: E402
 from qtool.faults.campaign.distributed import dask_executor  # noqa: E402
-from qtool.faults.campaign.executor import ProcessPool, in_process  # noqa: E402
+from qtool.faults.campaign.executor import (  # noqa: E402
+    CampaignJob,
+    ProcessPool,
+    TrialTask,
+    close_executor,
+    in_process,
+)
+from qtool.faults.campaign.trials import prepare_model  # noqa: E402
 
 SIZE = 64
 CLASSES = 10
@@ -166,39 +176,56 @@ def build(folder: Path, test: int) -> tuple[Path, str]:
     return int8, f"npz:{data}:test"
 
 
-def run(name: str, model: Path, data: str, plan: CampaignPlan, address: str | None) -> dict:
-    before = load()
-    start = time.perf_counter()
-    counters = None
-    if name == "single":
-        result = run_campaign([model], data, plan, show_progress=False, executor=in_process)
-    elif name == "pool:2":
-        pool = ProcessPool(2)
-        try:
-            result = run_campaign([model], data, plan, show_progress=False, executor=pool)
-        finally:
-            pool.close()
-    else:
-        spec = parse_cluster(address if name == "sched+2" else name)
-        with dask_executor(spec) as execute:
-            first = traffic(execute.runner.client)
-            result = run_campaign([model], data, plan, show_progress=False, executor=execute)
+def open_executors(names: list[str], address: str) -> dict:
+    """Every executor, opened (clusters started, connected); seconds each took to open."""
+    out = {}
+    for name in names:
+        t = time.perf_counter()
+        if name == "single":
+            execute = in_process
+        elif name == "pool:2":
+            execute = ProcessPool(2)
+        else:
+            execute = dask_executor(parse_cluster(address if name == "sched+2" else name))
+            execute.runner.open()
+        out[name] = {"execute": execute, "open_seconds": time.perf_counter() - t}
+    return out
+
+
+def interleaved(runs: dict, model: Path, data: str, plan: CampaignPlan, rounds: int) -> None:
+    """The trials in `rounds` slices; each slice runs on every executor in turn (rotating
+    order), so load that comes and goes on this shared machine hits them all alike. The
+    first slice (workers preparing the model) is timed apart from the rest."""
+    dataset = load_dataset(data)
+    job = CampaignJob((str(model),), data, plan)
+    prepared = [prepare_model(model, dataset, plan, plan.opt_level)]
+    tasks = [TrialTask(0, b, t) for b in plan.budgets for t in range(int(plan.trials))]
+    order = np.random.default_rng(0).permutation(len(tasks))  # budgets mixed in each slice
+    slices = [[tasks[i] for i in part] for part in np.array_split(order, rounds + 1)]
+    names = list(runs)
+    for r in runs.values():
+        r.update(results=[], seconds=0.0, first_seconds=0.0, counters={})
+        if hasattr(r["execute"], "runner"):
+            r["counters"] = traffic(r["execute"].runner.client)
+    for i, part in enumerate(slices):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            r = runs[name]
+            t = time.perf_counter()
+            r["results"] += list(r["execute"](job, prepared, dataset.y, part))
+            key = "first_seconds" if i == 0 else "seconds"
+            r[key] += time.perf_counter() - t
+        print(f"slice {i + 1}/{len(slices)} done; {load()}", flush=True)
+    timed = sum(len(p) for p in slices[1:])
+    for r in runs.values():
+        r["rate"] = timed / r["seconds"]
+        r["results"].sort(key=lambda x: (x.model, x.bits, x.trial))
+        execute = r.pop("execute")
+        if hasattr(execute, "runner"):
             last = traffic(execute.runner.client)
-            workers = execute.workers
-        counters = {k: last[k] - first.get(k, 0) for k in last}
-        counters["inputs_once"] = execute.runner.shared_bytes
-        counters["workers"] = workers
-    wall = time.perf_counter() - start
-    n = len(result.trial_results)
-    return {
-        "name": name,
-        "result": result,
-        "rate": result.trials_per_s,
-        "wall_rate": n / wall,
-        "wall": wall,
-        "counters": counters,
-        "load": f"{before} -> {load()}",
-    }
+            c = {k: last[k] - r["counters"].get(k, 0) for k in last}
+            c.update(inputs_once=execute.runner.shared_bytes, workers=execute.workers)
+            r["counters"] = c
+        close_executor(execute)
 
 
 def main() -> None:
@@ -206,11 +233,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1002, help="trials in all (over budgets)")
     parser.add_argument("--budgets", default="1,10,100")
     parser.add_argument("--test", type=int, default=32, help="test images scored per trial")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved slices after the first")
     parser.add_argument("--only", default="single,pool:2,local:1,local:2,sched+2")
     parser.add_argument("--folder", type=Path, default=None)
     args = parser.parse_args()
     budgets = tuple(int(b) for b in args.budgets.split(","))
-    names = args.only.split(",")
     print(f"CPU: {cpu_line()}")
     print(f"{load()} at start")
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,49 +245,46 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         model, data = build(folder, args.test)
         plan = CampaignPlan(budgets=budgets, trials=max(1, args.trials // len(budgets)), seed=0)
-        runs = []
         with scheduler_and_workers(folder) as address:
-            for name in names:
-                runs.append(run(name, model, data, plan, address))
-                r = runs[-1]
-                print(
-                    f"{name:8s} {r['rate']:6.2f} trials/s in the campaign, {r['wall_rate']:6.2f} "
-                    f"over the call ({r['wall']:.0f} s; {r['load']})",
-                    flush=True,
-                )
-        report(runs, model)
+            runs = open_executors(args.only.split(","), address)
+            interleaved(runs, model, data, plan, args.rounds)
+        report(runs, model, args.rounds)
 
 
-def report(runs: list[dict], model: Path) -> None:
-    by = {r["name"]: r for r in runs}
-    ref = runs[0]["result"].trial_results
-    assert all(r["result"].trial_results == ref for r in runs), "results differ by executor"
-    print(f"\nall {len(runs)} executors gave the same {len(ref)} trial results")
-    if "single" in by:
-        one = by["single"]["rate"]
+def report(runs: dict, model: Path, rounds: int) -> None:
+    first = next(iter(runs.values()))["results"]
+    assert all(r["results"] == first for r in runs.values()), "results differ by executor"
+    print(f"\nall {len(runs)} executors gave the same {len(first)} trial results")
+    print(f"trials/s over slices 2..{rounds + 1} (after each executor's first slice):")
+    for name, r in runs.items():
+        print(
+            f"  {name:8s} {r['rate']:6.2f} trials/s; opening took {r['open_seconds']:.1f} s, "
+            f"the first slice (workers preparing the model) {r['first_seconds']:.1f} s"
+        )
+    one = runs.get("single", {}).get("rate")
+    if one:
         for name in ("pool:2", "local:1", "local:2", "sched+2"):
-            if name in by:
-                print(f"{name:8s} / single: {by[name]['rate'] / one:.2f}x trials/s")
-    if "local:1" in by and "single" in by:
-        overhead = by["single"]["rate"] / by["local:1"]["rate"] - 1
-        print(f"Dask's overhead at 1 worker: {100 * overhead:+.1f} % time per trial")
-    if "local:2" in by and "pool:2" in by:
-        print(f"local:2 / pool:2: {by['local:2']['rate'] / by['pool:2']['rate']:.2f}x trials/s")
+            if name in runs:
+                print(f"  {name:8s} / single: {runs[name]['rate'] / one:.2f}x")
+    if one and "local:1" in runs:
+        overhead = one / runs["local:1"]["rate"] - 1
+        print(f"  Dask's overhead at one worker: {100 * overhead:+.1f} % time per trial")
+    if "local:2" in runs and "pool:2" in runs:
+        print(f"  local:2 / pool:2: {runs['local:2']['rate'] / runs['pool:2']['rate']:.2f}x")
     size = model.stat().st_size
-    for name in ("local:1", "local:2", "sched+2"):
-        c = by.get(name, {}).get("counters")
+    for name, r in runs.items():
+        c = r["counters"]
         if not c:
             continue
-        n = len(by[name]["result"].trial_results)
+        n = len(r["results"])
         moved = sum(v for k, v in c.items() if k not in ("inputs_once", "workers"))
         print(
-            f"{name:8s} bytes per trial {moved / n:,.0f} (client->scheduler "
+            f"  {name:8s} bytes per trial {moved / n:,.0f} (client->scheduler "
             f"{c['client_to_scheduler'] / n:,.0f}, scheduler->workers "
             f"{c['scheduler_to_workers'] / n:,.0f}, workers->scheduler "
             f"{c['workers_to_scheduler'] / n:,.0f}, results served "
-            f"{c['served_by_workers'] / n:,.0f})"
-            f"; model {size:,} B; inputs (model + data) sent once to each of "
-            f"{c['workers']} worker(s): {c['inputs_once']:,} B"
+            f"{c['served_by_workers'] / n:,.0f}); model {size:,} B; inputs (model + data) sent "
+            f"once to each of {c['workers']} worker(s): {c['inputs_once']:,} B"
         )
 
 

@@ -92,7 +92,7 @@ def campaign_table(result: CampaignResult) -> Table:
         for s in result.stats
     ]
     title = (
-        f"bit-flip campaign: {result.trials} trials per budget, {result.data} "
+        f"bit-flip campaign: {_trials(result)} trials per budget, {result.data} "
         f"({result.split}, {result.samples} samples), targets={result.targets}, "
         f"positions={result.positions}, fault={result.fault}, seed={result.seed}; "
         f"95 % CI: {result.ci_method}; collapsed: accuracy <= chance "
@@ -133,7 +133,7 @@ def campaign_plot(result: CampaignResult, out: str | Path) -> Path:
     acc_ax.axhline(100 * result.chance, color="grey", linestyle="--", label="chance")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_title(
-        f"{result.data}: mean of {result.trials} trials per budget\n"
+        f"{result.data}: mean of {_trials(result)} trials per budget\n"
         "band: bootstrap 95 % interval of the mean",
         fontsize=10,
     )
@@ -187,6 +187,10 @@ def search_table(result: SearchResult) -> Table:
         ["flip", "element", "bit", "value", "search loss", "ORT attack loss", "test accuracy"],
         rows,
     )
+
+
+def _trials(result: CampaignResult) -> str:
+    return "auto-sized" if result.trials == "auto" else str(result.trials)
 
 
 def sizing_table(sizing: dict) -> Table:
