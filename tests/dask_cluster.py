@@ -1,5 +1,7 @@
 """A real Dask cluster for the tests: `dask scheduler` and `dask worker` processes on
-127.0.0.1 (free ports, no dashboard), started by the test and always stopped by it."""
+127.0.0.1 (free ports, no dashboard), started by the test and always stopped by it (in their
+own process groups; an idle scheduler also ends itself after an hour, and its workers 60 s
+later, should the test process be killed outright)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# workers as qtool advises (README): their nannies do not set MALLOC_TRIM_THRESHOLD_
+DASK_CONFIG = """distributed:
+  nanny:
+    pre-spawn-environ:
+      MALLOC_TRIM_THRESHOLD_: null
+"""
+
+
 def _start(args: list[str], log: Path) -> subprocess.Popen:
+    config = log.parent / "dask-config"
+    config.mkdir(exist_ok=True)
+    (config / "qtool.yaml").write_text(DASK_CONFIG)
     with open(log, "ab") as fh:  # its own process group: stopping it stops its children
         return subprocess.Popen(
             [sys.executable, "-m", "dask", *args],
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "DASK_CONFIG": str(config)},
         )
 
 
@@ -50,7 +64,7 @@ def scheduler_and_workers(folder: Path, workers: int = 2):
     procs = [
         _start(
             ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
-             "--dashboard-address", "127.0.0.1:0", "--idle-timeout", "600"],
+             "--dashboard-address", "127.0.0.1:0", "--idle-timeout", "3600"],
             folder / "scheduler.log",
         )
     ]  # fmt: skip

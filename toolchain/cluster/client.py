@@ -9,12 +9,14 @@ within `timeout` seconds is bad input (exit 2) with one line saying so.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from qtool.cluster.spec import DEFAULT_TIMEOUT, ClusterSpec
 from qtool.errors import MissingExtra, QtoolError
+from qtool.report import info
 
 # A worker whose versions of these differ from the client's could score differently, so the
 # results would depend on where a unit ran: such a cluster is refused before any work.
@@ -63,19 +65,33 @@ def open_cluster(spec: ClusterSpec, timeout: float = DEFAULT_TIMEOUT) -> Opened:
         raise
 
 
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536 (against fragmentation of
+# long-lived workers); any value of it also turns off glibc's dynamic mmap threshold, so every
+# ONNX Runtime session's large buffers are mmap'ed and faulted in afresh: +30 % CPU per trial
+# on the ResNet-18 of benchmarks/distributed.py. Our local workers start without it.
+WORKER_ENVIRON_UNSET = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
+
+def _local_cluster(distributed, spec: ClusterSpec):
+    return distributed.LocalCluster(
+        n_workers=spec.local_workers,
+        processes=True,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        # the scheduler's HTTP endpoints (health, metrics) stay on a free loopback port
+        scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.ERROR,
+        preload=["qtool.cluster.preload"],
+    )
+
+
 def _open(distributed, spec: ClusterSpec, timeout: float, level: int) -> Opened:
+    import dask
+
     if spec.address is None:
-        cluster = distributed.LocalCluster(
-            n_workers=spec.local_workers,
-            processes=True,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            # the scheduler's HTTP endpoints (health, metrics) stay on a free loopback port
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
-            preload=["qtool.cluster.preload"],
-        )
+        with dask.config.set({WORKER_ENVIRON_UNSET: None}):
+            cluster = _local_cluster(distributed, spec)
         client = distributed.Client(cluster, set_as_default=False, timeout=LOCAL_START_TIMEOUT)
         return Opened(client, cluster, level)
     try:
@@ -107,10 +123,18 @@ def _check_workers(client, spec: ClusterSpec, timeout: float) -> None:
             "some (dask worker ADDRESS --nthreads 1) with qtool installed",
             param="cluster",
         ) from None
+    trimmed = [a for a, v in client.run(_trim_threshold).items() if v is not None]
+    if trimmed:
+        info(
+            f"{len(trimmed)} Dask worker(s) run with MALLOC_TRIM_THRESHOLD_ set (Dask's nanny "
+            "default), which costs ONNX Runtime about 30 % CPU per trial; set "
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in their Dask "
+            "config (e.g. ~/.config/dask/qtool.yaml) and restart them"
+        )
     here = {name: _version(name) for name in SAME_VERSIONS}
     versions = client.get_versions(packages=list(SAME_VERSIONS))
-    for address, info in (versions.get("workers") or {}).items():
-        packages = info.get("packages", {}) if isinstance(info, dict) else {}
+    for address, record in (versions.get("workers") or {}).items():
+        packages = record.get("packages", {}) if isinstance(record, dict) else {}
         for name, mine in here.items():
             theirs = packages.get(name)
             if theirs != mine:
@@ -121,6 +145,11 @@ def _check_workers(client, spec: ClusterSpec, timeout: float) -> None:
                     "units run",
                     param="cluster",
                 )
+
+
+def _trim_threshold() -> str | None:
+    """On a worker: its MALLOC_TRIM_THRESHOLD_, if set."""
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
 def _version(name: str) -> str | None:
