@@ -15,7 +15,10 @@ from qtool.benchmarking import BenchPlan, run_bench
 from qtool.cli import main
 from qtool.modelfile.load import sha256_file
 
-FAST = ["--runs", "15", "--warmup", "2", "--energy-window", "0.05", "--energy-rounds", "1"]
+FAST = [
+    "--runs", "15", "--warmup", "2", "--energy-window", "0.05", "--energy-rounds", "1",
+    "--thread-check", "0.05",
+]  # fmt: skip
 
 
 def run(*args):
@@ -144,10 +147,12 @@ def test_api_energy_off_and_data_inputs(models):
 
 def test_unknown_provider_names_installed_ones(models):
     fp32, _ = models
-    result = run("bench", fp32, "--providers", "nosuch", *FAST)
-    assert_clean_exit2(result, "error: --providers:", "nosuch", "CPUExecutionProvider")
-    gpu = run("bench", fp32, "--providers", "cpu,cuda", *FAST)
-    assert_clean_exit2(gpu, "error: --providers:", "'cuda'", "out of scope: GPU")
+    result = run("bench", fp32, "--provider", "nosuch", *FAST)
+    assert_clean_exit2(result, "error: --provider:", "nosuch", "CPUExecutionProvider")
+    gpu = run("bench", fp32, "--providers", "cpu,cuda", *FAST)  # the old spelling still works
+    assert_clean_exit2(gpu, "error: --provider:", "'cuda'", "out of scope: GPU")
+    twice = run("bench", fp32, "--provider", "cpu,CPUExecutionProvider", *FAST)
+    assert_clean_exit2(twice, "error: --provider:", "named twice")
 
 
 def test_list_providers():

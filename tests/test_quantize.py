@@ -352,7 +352,8 @@ def test_every_option_is_a_flag_whose_param_name_is_the_field_name():
     from qtool.cli import flag_for
     from qtool.commands.quantize import command
 
-    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel", "providers"}
+    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel"}
     assert all(flag_for(command, name) for name in names), names
+    assert flag_for(command, "providers") == "--provider"
     assert flag_for(command, "fmt") == "--format" and flag_for(command, "calib") == "--calib"
     assert flag_for(command, "per_tensor") == "--per-tensor"

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -33,7 +37,8 @@ class Opened:
     def close(self) -> None:
         """Close the client, then stop the local cluster (never a remote one)."""
         try:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
         finally:
             try:
                 if self.cluster is not None:
@@ -72,6 +77,28 @@ def open_cluster(spec: ClusterSpec, timeout: float = DEFAULT_TIMEOUT) -> Opened:
 WORKER_ENVIRON_UNSET = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 
 
+@contextmanager
+def _sigint_deferred() -> Iterator[Callable[[], bool]]:
+    """SIGINT blocked while local workers start, so a Ctrl-C cannot leave a half-started
+    cluster behind; yields a function saying whether one arrived (consumed on exit). Threads
+    and worker processes started meanwhile inherit the block, so the workers (and those the
+    nannies restart later) never see the terminal's Ctrl-C: the client stops them."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        yield lambda: False
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    arrived = False
+    try:
+        yield lambda: arrived
+    finally:
+        if signal.SIGINT in signal.sigpending():
+            signal.sigwait({signal.SIGINT})  # take it while still blocked
+            arrived = True
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _local_cluster(distributed, spec: ClusterSpec):
     return distributed.LocalCluster(
         n_workers=spec.local_workers,
@@ -90,10 +117,20 @@ def _open(distributed, spec: ClusterSpec, timeout: float, level: int) -> Opened:
     import dask
 
     if spec.address is None:
-        with dask.config.set({WORKER_ENVIRON_UNSET: None}):
+        with _sigint_deferred() as interrupted, dask.config.set({WORKER_ENVIRON_UNSET: None}):
             cluster = _local_cluster(distributed, spec)
-        client = distributed.Client(cluster, set_as_default=False, timeout=LOCAL_START_TIMEOUT)
-        return Opened(client, cluster, level)
+            opened = Opened(None, cluster, level)
+            try:
+                opened.client = distributed.Client(
+                    cluster, set_as_default=False, timeout=LOCAL_START_TIMEOUT
+                )
+            except BaseException:
+                opened.close()
+                raise
+        if interrupted():  # Ctrl-C while the workers started: stop them, then interrupt
+            opened.close()
+            raise KeyboardInterrupt
+        return opened
     try:
         client = distributed.Client(spec.address, timeout=timeout, set_as_default=False)
     except OSError as exc:  # refused, unreachable, timed out (TimeoutError is an OSError)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.benchmarking.bench import run_bench
-from qtool.benchmarking.plan import BenchPlan
+from qtool.benchmarking.plan import DEFAULT_THREAD_CHECK_S, BenchPlan
 from qtool.commands.bench_views import (
     plot_bench,
     render_bench,
@@ -25,6 +25,7 @@ from qtool.commands.options import (
 from qtool.errors import QtoolError
 from qtool.report import info, show
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 from qtool.runtimes.providers import list_providers as known_providers
 from qtool.runtimes.session import OPT_LEVELS
 
@@ -36,10 +37,27 @@ from qtool.runtimes.session import OPT_LEVELS
 )
 @click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2.")
 @click.option(
+    "--provider",
     "--providers",
     "providers",
     multiple=True,
-    help="Execution providers, e.g. cpu (default) or cpu,dnnl; see --list-providers.",
+    help="Execution providers to compare, e.g. cpu (default) or cpu,openvino: every model "
+    "runs on each, interleaved; see --list-providers.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="fp32: forbid reduced precision (e.g. OpenVINO's bf16 on AMX/AVX512_BF16 CPUs); "
+    "auto: each provider's own choice (recorded).",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --data: flag a provider whose accuracy is more than this many percentage "
+    "points below the CPU provider's on the same model.",
 )
 @click.option("--runs", type=int, default=None, help="Measured rounds per configuration.")
 @click.option(
@@ -90,6 +108,15 @@ from qtool.runtimes.session import OPT_LEVELS
     help="Energy windows per model and configuration (interleaved).",
 )
 @click.option(
+    "--thread-check",
+    "thread_check_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_THREAD_CHECK_S,
+    show_default=True,
+    help="Seconds of back-to-back calls per model and configuration that measure the "
+    "threads really used (CPU time per OS thread); 0 skips the check.",
+)
+@click.option(
     "--opt-level",
     type=click.Choice(list(OPT_LEVELS)),
     default="all",
@@ -134,6 +161,8 @@ def command(
     batches: str,
     threads: str,
     providers: tuple[str, ...],
+    precision: str,
+    max_accuracy_drop: float | None,
     runs: int | None,
     seconds: float | None,
     warmup: int,
@@ -142,6 +171,7 @@ def command(
     cpu_watts_per_core: float | None,
     energy_window: float,
     energy_rounds: int,
+    thread_check_s: float,
     opt_level: str,
     spinning: bool,
     seed: int,
@@ -153,9 +183,15 @@ def command(
 ) -> None:
     """Latency (p50/p90/p99, throughput) and energy per inference of MODELs, side by side.
 
-    The models are timed interleaved, round by round in a seeded random order, so machine
-    drift hits all alike. The first MODEL is the baseline: the others get the ratio of median
-    latencies with a bootstrap 95 % interval, and an energy ratio.
+    Every MODEL on every --provider is timed interleaved, round by round in a seeded random
+    order, so machine drift hits all alike. The first MODEL on the first provider is the
+    baseline: the others get the ratio of median latencies with a bootstrap 95 % interval,
+    and an energy ratio; with several providers, also the ratio against the same MODEL on
+    the first provider. Every provider is pinned to the same --threads (OpenVINO through its
+    own INFERENCE_NUM_THREADS) and the threads each really used are measured. With --data,
+    every MODEL is also scored on each provider against the CPU provider (accuracy, top-1
+    agreement). A provider that cannot load a MODEL is reported in one line (exit 2) after
+    the other results are printed and written.
 
     \b
     Energy (mJ per item):
@@ -174,10 +210,14 @@ def command(
       qtool bench model.onnx model.int8.onnx
       qtool bench fp32.onnx int8.onnx --batch 1,32 --threads 1,2 --seconds 5 --json b.json
       qtool bench model.onnx --data digits --runs 500 --plot bench.png
+      qtool bench cnn.onnx cnn.int8.onnx --provider cpu,openvino --batch 1,32 --data digits
       qtool bench --list-providers
     """
     if list_providers:
-        show(*render_providers(known_providers()))
+        check_outputs(force, json_path=json_path)
+        rows = known_providers()
+        show(*render_providers(rows))
+        write_json_report(json_path, {"providers": [r.to_dict() for r in rows]})
         return
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
@@ -185,6 +225,8 @@ def command(
         batches=int_list(batches, "batch"),
         threads=int_list(threads, "threads"),
         providers=split_list(providers) or ["cpu"],
+        precision=precision,
+        max_accuracy_drop=max_accuracy_drop,
         runs=runs,
         seconds=seconds,
         warmup=warmup,
@@ -192,6 +234,7 @@ def command(
         cpu_watts_per_core=cpu_watts_per_core,
         energy_window_s=energy_window,
         energy_rounds=energy_rounds,
+        thread_check_s=thread_check_s,
         opt_level=opt_level,
         spinning=spinning,
         seed=seed,
@@ -208,3 +251,5 @@ def command(
     if plot_path is not None:
         plot_bench(result, plot_path)
         info(f"plot written to {plot_path}")
+    if result.failures:  # after the other pairs' results are shown and written
+        raise QtoolError("\n".join(f["error"] for f in result.failures))

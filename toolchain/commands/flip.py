@@ -26,6 +26,7 @@ from qtool.faults.campaign.run import DEFAULT_MAX_TRIALS
 from qtool.faults.storage.models import FAULT_MODELS
 from qtool.faults.storage.selection import TARGET_CLASSES
 from qtool.faults.words import BIT_CLASSES, MAX_BIT
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 ALL_TARGETS = [*TARGET_CLASSES, "all"]
 
@@ -111,6 +112,8 @@ class FlipArgs:
     until_accuracy: float | None
     attack_samples: int
     seeds: int
+    providers: list[str]
+    precision: str
     json_path: Path | None
     force: bool
 
@@ -247,6 +250,22 @@ class FlipArgs:
     show_default=True,
     help="--search: repeat with this many seeded attack batches (mean ± std).",
 )
+@click.option(
+    "--provider",
+    "providers",
+    default="cpu",
+    show_default=True,
+    callback=lambda ctx, param, value: split_list(value) or ["cpu"],
+    help="Execution provider(s) the ONNX Runtime evaluations run on; a campaign runs every "
+    "model on each (same flips per trial), --search and --data on one.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="fp32: forbid reduced precision on the provider; auto: its own choice.",
+)
 @json_option
 @force_option
 def command(**options: Any) -> None:
@@ -267,6 +286,7 @@ def command(**options: Any) -> None:
       qtool flip flipped.onnx --undo flips.json --out restored.onnx
       qtool flip cnn.onnx cnn.int8.onnx --bits 1,2,5,10,20 --trials 50 --data digits \\
           --workers 2 --plot curve.png --csv campaign.csv
+      qtool flip cnn.int8.onnx --bits 1,5,20 --trials 50 --data digits --provider cpu,openvino
       qtool flip cnn.int8.onnx --bits 1,5,20 --trials auto --margin 1 --data digits \\
           --cluster tcp://scheduler:8786 --json campaign.json
       qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\

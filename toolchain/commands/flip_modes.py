@@ -64,7 +64,20 @@ def injection(args: FlipArgs) -> None:
         )
     report: dict = {"manifest": manifest}
     if args.data_spec:
-        evaluation = evaluate_manifest(model, manifest, args.data_spec, args.split)
+        if len(args.providers) != 1:
+            raise QtoolError(
+                "one injection is scored on one execution provider: give one --provider "
+                "(a campaign compares several)",
+                param="providers",
+            )
+        evaluation = evaluate_manifest(
+            model,
+            manifest,
+            args.data_spec,
+            args.split,
+            provider=args.providers[0],
+            precision=args.precision,
+        )
         report["evaluation"] = evaluation
         show(evaluation_table(evaluation))
     write_json_report(args.json_path, report)
@@ -118,6 +131,8 @@ def campaign(args: FlipArgs) -> None:
         seed=args.seed,
         split=args.split,
         workers=args.workers,
+        providers=tuple(args.providers),
+        precision=args.precision,
         margin=None if args.margin is None else args.margin / 100.0,
         confidence=args.confidence / 100.0,
         max_trials=args.max_trials,
@@ -163,6 +178,8 @@ def search(args: FlipArgs) -> None:
         seeds=args.seeds,
         seed=args.seed,
         show_progress=True,
+        provider=args.providers[0],
+        precision=args.precision,
         cluster=cluster_spec(args.cluster),
         cluster_timeout=args.cluster_timeout,
     )
@@ -189,6 +206,11 @@ def _check_search(args: FlipArgs) -> None:
         raise QtoolError("--search attacks one model at a time")
     if len(args.bits) != 1:
         raise QtoolError("--search takes one --bits budget (the most flips to choose), not a list")
+    if len(args.providers) != 1:
+        raise QtoolError(
+            "--search attacks the model on one execution provider: give one --provider",
+            param="providers",
+        )
     defaults = (args.targets, args.layers, args.positions, args.fault) == (
         ("weights",), None, ("any",), "flip",
     )  # fmt: skip

@@ -19,6 +19,7 @@ from qtool.quantization.quantize import quantize_model
 from qtool.quantization.report import BudgetNotMet, QuantizeReport
 from qtool.quantization.settings import FORMATS, INT8_TYPES, METHODS, QuantizeOptions
 from qtool.report import fmt_bytes, fmt_pct, show, table
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 TOP_TENSORS = 10
 
@@ -114,6 +115,21 @@ TOP_TENSORS = 10
     show_default=True,
     help="Seed for choosing calibration and debug samples.",
 )
+@click.option(
+    "--provider",
+    "providers",
+    default=None,
+    callback=lambda ctx, param, value: split_list(value) or None,
+    help="Execution provider(s) the accuracy checks run on, e.g. cpu (default) or "
+    "cpu,openvino; with several, the budget must hold on each (the worst drop counts).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="Precision asked of those providers: fp32 forbids reduced precision; auto: theirs.",
+)
 @json_option
 @force_option
 def command(
@@ -189,6 +205,15 @@ def show_report(r: QuantizeReport) -> None:
             ["accuracy drop", f"{r.accuracy_drop_pp:.2f} pp"],
             ["top-1 agreement", fmt_pct(r.top1_agreement)],
         ]  # fmt: skip
+    if len(r.providers) > 1:
+        rows += [
+            [
+                f"  on {p['provider']} ({p['precision']})",
+                f"{fmt_pct(p['accuracy_before'])} -> {fmt_pct(p['accuracy_after'])}, drop "
+                f"{p['accuracy_drop_pp']:.2f} pp, agreement {fmt_pct(p['top1_agreement'])}",
+            ]
+            for p in r.providers
+        ]
     if r.max_accuracy_drop_pp is not None:
         verdict = "met" if r.within_budget else "NOT met"
         rows.append(["budget", f"{r.max_accuracy_drop_pp} pp: {verdict}"])

@@ -55,7 +55,8 @@ def log_config(level: str) -> dict:
     "--provider",
     "providers",
     multiple=True,
-    help="Execution provider(s) in priority order (qtool bench --list-providers); default cpu.",
+    help="Execution provider(s) in order of preference (qtool bench --list-providers): the "
+    "first usable here runs (default: the one the bundle was validated on, else cpu).",
 )
 @click.option(
     "--workers",

@@ -14,6 +14,7 @@ import numpy as np
 from qtool.data.images import DEFAULT_MAX_PIXELS
 from qtool.data.inputs import load_inputs
 from qtool.deploy.archive import opened_bundle
+from qtool.deploy.runtime import choose_runtime
 from qtool.deploy.verified import load_verified
 from qtool.errors import QtoolError
 from qtool.evaluation.evaluate import model_io, run_scores
@@ -43,14 +44,19 @@ def predict_bundle(
     inputs: list[Path],
     trust: dict | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    providers: list[str] | None = None,
+    precision: str | None = None,
 ) -> tuple[list[Prediction], dict]:
     """Verify (with `trust`, the signature first), then classify `inputs` with the verified
-    model bytes; a changed, unsigned or untrusted bundle is refused."""
+    model bytes; a changed, unsigned or untrusted bundle is refused. Runs on the first usable
+    of `providers` when given, else on the provider the bundle records
+    (deploy.runtime.choose_runtime), else the CPU provider."""
     if not bundle.exists():
         raise QtoolError(f"bundle {bundle} does not exist: check the path")
     with opened_bundle(bundle, prefix="qtool-predict-") as folder:
         model = load_verified(folder, trust, label=str(bundle))
-    session = make_session(model.session_bytes())
+    run = choose_runtime(model.manifest, providers, precision)
+    session = make_session(model.session_bytes(), [run.provider], precision=run.precision)
     io = model_io(session, model.metadata)
     x, origin = load_inputs(inputs, io.input_shape, max_pixels)
     probs = probabilities(run_scores(session, io, io.prepare(x)))
@@ -67,4 +73,12 @@ def predict_bundle(
         for row, ((src, idx), label) in enumerate(zip(origin, labels, strict=True))
     ]
     signer = model.signature.summary if model.signature else ""
-    return predictions, {"manifest_sha256": model.manifest_sha256, "signer": signer}
+    recorded = (model.manifest.get("runtime") or {}).get("provider")
+    return predictions, {
+        "manifest_sha256": model.manifest_sha256,
+        "signer": signer,
+        "provider": run.provider,
+        "precision": run.precision,
+        "provider_chosen": run.why,
+        "provider_recorded": recorded,
+    }

@@ -55,6 +55,7 @@ from qtool.quantization.settings import (
 from qtool.quantization.tensor_errors import TensorError, tensor_errors
 from qtool.report import info
 from qtool.runtimes import make_session
+from qtool.runtimes.providers import compared_specs
 
 __all__ = [
     "FORMATS",
@@ -143,7 +144,8 @@ def _load_work(src: Path, calib: str, options: QuantizeOptions) -> _Work:
     proto = load_model(src)
     meta = qtool_metadata(proto)
     sha = sha256_file(src)
-    fp32 = make_session(src, providers=options.providers)
+    first = (options.providers or ["cpu"])[0]
+    fp32 = make_session(src, [first], precision=options.precision)
     io = model_io(fp32, meta, options.input_name)
     others = [i.name for i in fp32.get_inputs() if i.name != io.input_name]
     if others:
@@ -213,14 +215,23 @@ class _Attempts:
         parts = batches(work.calib_x, CALIB_BATCH, work.io.fixed_batch)
         calibration = Calibration(work.io.input_name, parts, tmp / "calibration.json")
         self.job = Job(pre, calibration, work.settings, work.op_types)
-        self.fp32_pred = None if work.eval_x is None else self._predict(work.src)
+        self.providers = [s.name for s in compared_specs(options.providers)]
+        self.fp32_preds = None if work.eval_x is None else self._predict(work.src)
+        self.fp32_pred = None if self.fp32_preds is None else self.fp32_preds[self.providers[0]]
         self.accuracy_before = None
-        if self.fp32_pred is not None:
-            self.accuracy_before = float(np.mean(self.fp32_pred == work.eval_set.y))
+        self.before: dict[str, float] = {}
+        if self.fp32_preds is not None:
+            y = work.eval_set.y
+            self.before = {n: float(np.mean(p == y)) for n, p in self.fp32_preds.items()}
+            self.accuracy_before = self.before[self.providers[0]]
 
-    def _predict(self, path: Path) -> np.ndarray:
-        session = make_session(path, providers=self.options.providers)
-        return predicted_labels(run_scores(session, self.work.io, self.work.eval_x))
+    def _predict(self, path: Path) -> dict[str, np.ndarray]:
+        """Predicted labels on every provider the checks run on."""
+        out = {}
+        for name in self.providers:
+            session = make_session(path, [name], precision=self.options.precision)
+            out[name] = predicted_labels(run_scores(session, self.work.io, self.work.eval_x))
+        return out
 
     def attempt(self, extra: list[str], tag: str) -> Attempt:
         """Quantise keeping the user's and `extra` nodes in FP32; measure error and accuracy."""
@@ -233,17 +244,39 @@ class _Attempts:
             quantize_once(self.job, qdq_path, exclude, "qdq")
         pre, graph = self.job.pre_path, self.pre_model.graph
         errors = tensor_errors(pre, qdq_path, self.work.io, self.work.debug_x, graph, self.tmp)
-        acc = agree = None
-        if self.fp32_pred is not None:
-            pred = self._predict(q_path)
-            acc = float(np.mean(pred == self.work.eval_set.y))
-            agree = float(np.mean(pred == self.fp32_pred))
-        return Attempt(q_path, extra, errors, acc, agree)
+        acc = agree = per = None
+        if self.fp32_preds is not None:
+            y = self.work.eval_set.y
+            per = {
+                name: (float(np.mean(pred == y)), float(np.mean(pred == self.fp32_preds[name])))
+                for name, pred in self._predict(q_path).items()
+            }
+            acc, agree = per[self.providers[0]]
+        return Attempt(q_path, extra, errors, acc, agree, per)
 
     def drop_pp(self, attempt: Attempt) -> float | None:
-        if attempt.accuracy is None:
+        """The worst accuracy drop over the providers checked (one provider: its drop)."""
+        if attempt.per_provider is None:
             return None
-        return round(100.0 * (self.accuracy_before - attempt.accuracy), 6)
+        return max(
+            round(100.0 * (self.before[name] - acc), 6)
+            for name, (acc, _) in attempt.per_provider.items()
+        )
+
+    def provider_rows(self, attempt: Attempt) -> list[dict]:
+        if attempt.per_provider is None:
+            return []
+        return [
+            {
+                "provider": name,
+                "precision": self.options.precision,
+                "accuracy_before": self.before[name],
+                "accuracy_after": acc,
+                "accuracy_drop_pp": round(100.0 * (self.before[name] - acc), 6),
+                "top1_agreement": agree,
+            }
+            for name, (acc, agree) in attempt.per_provider.items()
+        ]
 
 
 def _quantize_within_budget(runs: _Attempts, options: QuantizeOptions) -> Outcome:
@@ -290,6 +323,7 @@ def _report(
         debug_samples=len(work.debug_x),
         tensor_errors=final.errors,
         notes=work.notes,
+        providers=runs.provider_rows(final),
     )
 
 

@@ -39,6 +39,9 @@ class QuantizeReport:
     debug_samples: int
     tensor_errors: list[TensorError]
     notes: list[str] = field(default_factory=list)
+    # accuracy before/after on every provider the checks ran on; accuracy_before/after and
+    # top1_agreement are the first provider's, accuracy_drop_pp the worst over them all
+    providers: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -44,7 +44,8 @@ class QuantizeOptions:
     keep_best: bool = False  # write the best attempt even if the budget is not met
     debug_samples: int = 32  # samples for the per-tensor FP32-vs-INT8 error
     seed: int = 0
-    providers: list[str] | None = None  # execution providers of the scoring sessions
+    providers: list[str] | None = None  # providers the accuracy checks run on (default cpu)
+    precision: str = "fp32"  # fp32: reduced precision forbidden on them; auto: their choice
 
     def validate(self) -> None:
         """Reject values no quantisation could use (bad input, exit 2)."""
@@ -57,6 +58,10 @@ class QuantizeOptions:
                 raise QtoolError(f"must be at least 1, got {getattr(self, name)}", param=name)
         if self.max_steps is not None and self.max_steps < 0:
             raise QtoolError(f"must be 0 or more, got {self.max_steps}", param="max_steps")
+        from qtool.runtimes.providers import compared_specs
+
+        for spec in compared_specs(self.providers, param="providers"):
+            spec.check_precision(self.precision)
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise QtoolError(
                 "the accuracy budget is in percentage points and must be >= 0",

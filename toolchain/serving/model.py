@@ -17,6 +17,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from qtool.data.images import read_image
 from qtool.deploy.predict import probabilities
+from qtool.deploy.runtime import choose_runtime
 from qtool.deploy.verified import VerifiedModel
 from qtool.errors import QtoolError
 from qtool.evaluation.model_io import ModelIO, model_io
@@ -115,10 +116,16 @@ class ServedModel:
 def build_served(
     verified: VerifiedModel, providers: list[str] | None = None, threads: int | None = None
 ) -> ServedModel:
-    """A session over the verified bytes (never the file on disk), and what it takes."""
+    """A session over the verified bytes (never the file on disk), and what it takes; on the
+    provider the bundle was validated on unless `providers` says otherwise, as predict runs."""
+    run = choose_runtime(verified.manifest, providers)
     # spinning off: idle intra-op threads of a server waiting for requests burn no CPU
     session = make_session(
-        verified.session_bytes(), providers=providers, threads=threads, spinning=False
+        verified.session_bytes(),
+        providers=[run.provider],
+        threads=threads,
+        spinning=False,
+        precision=run.precision,
     )
     try:
         io = model_io(session, verified.metadata)

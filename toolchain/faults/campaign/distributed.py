@@ -3,7 +3,7 @@
 The client reads each model's files once more (checking they still hash as prepared), and
 sends them with the data set to every worker once (`UnitRunner.share`); each task then
 carries a chunk of `TrialTask`s (three numbers each) and returns their `TrialResult`s. A
-worker prepares the models once per job with `executor.worker_models` (the pool's code,
+worker prepares the models once per job with `executor.prepare_job_models` (the pool's code,
 from the bytes it was sent) and keeps them for every later chunk and round.
 """
 
@@ -19,7 +19,7 @@ from qtool.cluster.spec import DEFAULT_TIMEOUT, ClusterSpec
 from qtool.cluster.units import UnitRunner, worker_state
 from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import WorkFailed
-from qtool.faults.campaign.executor import CampaignJob, TrialTask, worker_models
+from qtool.faults.campaign.executor import CampaignJob, TrialTask, prepare_job_models
 from qtool.faults.campaign.stats import TrialResult
 from qtool.faults.campaign.trials import PreparedModel, run_trial
 from qtool.modelfile.buffers import ModelFiles, read_model_files
@@ -92,7 +92,7 @@ def _inputs(job: CampaignJob, models: list[PreparedModel], y: np.ndarray):
 def _run_trials(inputs: CampaignInputs, tasks: list[TrialTask]) -> list[TrialResult]:
     """On a worker: the prepared models (built once per job), then this chunk's trials."""
     models = worker_state(
-        inputs.token, lambda: worker_models(inputs.job, inputs.data, inputs.files)
+        inputs.token, lambda: prepare_job_models(inputs.job, inputs.data, inputs.files)
     )
     seed, y = inputs.job.plan.seed, inputs.data.y
     return [run_trial(models[t.model], t.model, y, t.bits, t.trial, seed) for t in tasks]

@@ -6,7 +6,7 @@ times in one campaign (`--trials auto` runs rounds); one that holds resources ha
 and may say where it runs with `workers` and `cluster` attributes. Two ship here: in this
 process, and a pool of spawned worker processes that each rebuild the prepared models from
 the `CampaignJob` (paths and settings, no bytes). `distributed.py` is the Dask executor; every
-worker prepares its models with `worker_models`, from paths or from bytes sent to it.
+worker prepares its models with `prepare_job_models`, from paths or from bytes sent to it.
 """
 
 from __future__ import annotations
@@ -47,6 +47,24 @@ class CampaignJob:
 Executor = Callable[
     [CampaignJob, list[PreparedModel], np.ndarray, list[TrialTask]], Iterator[TrialResult]
 ]
+
+
+def prepare_job_models(
+    job: CampaignJob, data: Dataset, files: Sequence[ModelFiles] | None = None
+) -> list[PreparedModel]:
+    """The job's models, one per (provider, path) in provider-major order, as the task
+    indices count them (the same in this process and in every worker); read from their
+    paths, or from `files` (one per path, the bytes the client read and sent to a worker)."""
+    plan = job.plan
+    sources = list(files) if files is not None else [None] * len(job.paths)
+    return [
+        prepare_model(
+            path, data, plan, plan.opt_level, provider=provider, precision=plan.precision,
+            files=f,
+        )
+        for provider in plan.providers
+        for path, f in zip(job.paths, sources, strict=True)
+    ]  # fmt: skip
 
 
 def in_process(
@@ -100,18 +118,6 @@ def close_executor(execute: Executor) -> None:
         close()
 
 
-def worker_models(
-    job: CampaignJob, data: Dataset, files: Sequence[ModelFiles | None] | None = None
-) -> list[PreparedModel]:
-    """The campaign's models prepared in a worker: read from their paths, or from the bytes
-    sent to it (`files`, one per path, as read by the client)."""
-    sources = list(files) if files is not None else [None] * len(job.paths)
-    return [
-        prepare_model(path, data, job.plan, job.plan.opt_level, files=f)
-        for path, f in zip(job.paths, sources, strict=True)
-    ]
-
-
 _WORKER: dict = {}
 
 
@@ -119,7 +125,7 @@ def _init_worker(job: CampaignJob) -> None:
     data = load_dataset(job.data_spec, job.plan.split)
     _WORKER["job"] = job
     _WORKER["y"] = data.y
-    _WORKER["models"] = worker_models(job, data)
+    _WORKER["models"] = prepare_job_models(job, data)
 
 
 def _work(task: TrialTask) -> TrialResult:

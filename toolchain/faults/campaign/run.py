@@ -20,6 +20,7 @@ from qtool.faults.campaign.executor import (
     TrialTask,
     close_executor,
     default_executor,
+    prepare_job_models,
 )
 from qtool.faults.campaign.sizing import BudgetSizing, sized_trials
 from qtool.faults.campaign.stats import (
@@ -29,9 +30,10 @@ from qtool.faults.campaign.stats import (
     budget_stats,
     chance_accuracy,
 )
-from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel, prepare_model
+from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel
 from qtool.faults.storage.selection import Selection
 from qtool.report import progress
+from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
 
 DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
 MAX_TRIALS_LIMIT = 1_000_000
@@ -39,8 +41,9 @@ MAX_TRIALS_LIMIT = 1_000_000
 
 @dataclass(frozen=True, kw_only=True)
 class CampaignPlan(Selection):
-    """Budgets (bits per trial), trials per budget, seed and where trials run, on top of the
-    selection of eligible bits."""
+    """Budgets (bits per trial), trials per budget, seed, where trials run and on which
+    execution providers (each model runs every trial on each, with the same flips), on top
+    of the selection of eligible bits."""
 
     budgets: tuple[int, ...] = (1,)
     trials: int | str = 10  # or "auto": sized per budget by margin and confidence
@@ -48,12 +51,18 @@ class CampaignPlan(Selection):
     split: str | None = None
     workers: int = 1
     opt_level: str = DEFAULT_OPT_LEVEL
+    providers: tuple[str, ...] = ("cpu",)  # every model runs its trials on each
+    precision: str = DEFAULT_PRECISION
     margin: float | None = None  # trials="auto": half-width of the mean accuracy (fraction)
     confidence: float = 0.95
     max_trials: int = DEFAULT_MAX_TRIALS  # trials="auto": per budget, whatever the rules say
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        specs = compared_specs(list(self.providers) or ["cpu"], param="providers")
+        for spec in specs:
+            spec.check_precision(self.precision)
+        object.__setattr__(self, "providers", tuple(s.name for s in specs))
         budgets = tuple(sorted({int(b) for b in self.budgets}))
         if not budgets or budgets[0] < 0:
             raise QtoolError(f"{list(self.budgets)}: give bit counts of 0 or more", param="bits")
@@ -89,6 +98,8 @@ class CampaignPlan(Selection):
 @dataclass
 class ModelInfo:
     path: str
+    provider: str  # the execution provider every trial of this entry ran on
+    precision: str
     sha256: str
     clean_accuracy: float
     eligible_bits: int
@@ -112,6 +123,7 @@ class CampaignResult:
     workers: int  # where trials ran: processes or Dask worker threads
     cluster: str | None  # the Dask cluster (local:N or an address); None without one
     opt_level: str
+    providers: list[str]
     campaign_seconds: float
     trials_per_s: float
     ci_method: str = CI_METHOD
@@ -138,7 +150,7 @@ def run_campaign(
             f"data set {data_spec} has no labels; campaigns score accuracy", param="data_spec"
         )
     job = CampaignJob(tuple(str(p) for p in models), data_spec, plan)
-    prepared = [prepare_model(p, data, plan, plan.opt_level) for p in job.paths]
+    prepared = prepare_job_models(job, data)
     for p in prepared:
         if plan.budgets[-1] > p.space.total:
             raise QtoolError(
@@ -177,8 +189,9 @@ def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_pr
             for r in execute(job, prepared, y, tasks):
                 out.append(r)
                 results.append(r)
-                name = Path(job.paths[r.model]).name
-                bar.update(task_id, advance=1, status=f"{name} {r.bits} bits")
+                model = prepared[r.model]
+                status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
+                bar.update(task_id, advance=1, status=status)
             return out
 
         if not plan.auto:
@@ -189,7 +202,7 @@ def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_pr
             return run(tasks), None
         assert plan.margin is not None
         return sized_trials(
-            [(p.path, p.space.total) for p in prepared],
+            [(_entry(p), p.space.total) for p in prepared],
             plan.budgets,
             margin=plan.margin,
             confidence=plan.confidence,
@@ -199,6 +212,11 @@ def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_pr
                 [TrialTask(m, b, t) for m, b, lo, hi in batch for t in range(lo, hi)]
             ),
         )
+
+
+def _entry(p: PreparedModel) -> str:
+    """A model entry's name in the sizing records: its path, and the provider when not CPU."""
+    return p.path if p.provider == "cpu" else f"{p.path} on {p.provider}"
 
 
 def _sizing_record(plan: CampaignPlan, sizing: list[BudgetSizing]) -> dict:
@@ -217,7 +235,12 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
     chance = chance_accuracy(data.y)
     stats = [
         budget_stats(
-            p.path, b, [r for r in results if r.model == m and r.bits == b], chance, plan.seed
+            p.path,
+            b,
+            [r for r in results if r.model == m and r.bits == b],
+            chance,
+            plan.seed,
+            provider=p.provider,
         )
         for m, p in enumerate(prepared)
         for b in plan.budgets
@@ -225,6 +248,8 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
     infos = [
         ModelInfo(
             path=p.path,
+            provider=p.provider,
+            precision=p.precision,
             sha256=p.sha256,
             clean_accuracy=float((p.clean.pred == data.y).mean()),
             eligible_bits=p.space.total,
@@ -248,6 +273,7 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
         workers=plan.workers,
         cluster=None,
         opt_level=plan.opt_level,
+        providers=list(plan.providers),
         campaign_seconds=seconds,
         trials_per_s=len(results) / seconds if seconds > 0 else 0.0,
         models=infos,

@@ -41,6 +41,7 @@ class BudgetStats:
     nonfinite_trials: int  # trials with any NaN/Inf output
     sdc_rate: float  # mean over trials
     errors: int  # trials whose flipped model ONNX Runtime refused
+    provider: str = "cpu"  # the execution provider the trials ran on
 
 
 def chance_accuracy(labels: np.ndarray) -> float:
@@ -67,7 +68,12 @@ def bootstrap_rng(seed: int, bits: int) -> np.random.Generator:
 
 
 def budget_stats(
-    name: str, bits: int, results: list[TrialResult], chance: float, seed: int
+    name: str,
+    bits: int,
+    results: list[TrialResult],
+    chance: float,
+    seed: int,
+    provider: str = "cpu",
 ) -> BudgetStats:
     """Statistics of one model at one budget; the bootstrap is seeded by (seed, bits)."""
     acc = np.array([r.accuracy for r in results], dtype=np.float64)
@@ -87,6 +93,7 @@ def budget_stats(
         nonfinite_trials=sum(r.nonfinite_rows > 0 for r in results),
         sdc_rate=float(np.mean([r.sdc_rate for r in results])),
         errors=sum(r.error is not None for r in results),
+        provider=provider,
     )
 
 

@@ -4,7 +4,8 @@ Each model is held as one bytearray. A trial draws its bits, applies the fault m
 builds an ONNX Runtime session from the bytes, scores the (once-prepared) test inputs, and
 restores the bytes, so the model is never re-serialised and never re-read. Every trial's
 bits come from its own seed (seed, model sha256, budget, trial), so results do not depend on
-the number of worker processes or on the order in which trials run.
+the number of worker processes or on the order in which trials run, and the same model on two
+execution providers gets the same flips in the same trials (a paired comparison of kernels).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from qtool.faults.storage.targets import Target, prepare_bytes, select_targets
 from qtool.modelfile.buffers import ModelFiles, read_model_files
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.runtimes import make_session
+from qtool.runtimes.providers import DEFAULT_PRECISION
 
 # Trials run the model as a server would: ONNX Runtime's default (all optimisations), so a
 # flipped int8 weight goes through the same fused QLinearConv kernels as in deployment. It is
@@ -82,6 +84,8 @@ class PreparedModel:
     converted: list[str]
     opt_level: str
     threads: int
+    provider: str = "cpu"
+    precision: str = DEFAULT_PRECISION
 
     @property
     def fault(self) -> StorageFault:
@@ -90,9 +94,11 @@ class PreparedModel:
     def session(self, data: bytes | bytearray | None = None):
         return make_session(
             bytes(self.buf if data is None else data),
+            [self.provider],
             threads=self.threads,
             opt_level=self.opt_level,
             spinning=False,
+            precision=self.precision,
         )
 
 
@@ -102,11 +108,14 @@ def prepare_model(
     selection: Selection,
     opt_level: str = DEFAULT_OPT_LEVEL,
     threads: int = 1,
+    provider: str = "cpu",
+    precision: str = DEFAULT_PRECISION,
     *,
     files: ModelFiles | None = None,
 ) -> PreparedModel:
     """Read (or take the bytes already read from `path`), inline, select and convert once;
-    score the clean model on the data."""
+    score the clean model on the data, on the execution provider every trial of this model
+    will run on."""
     files = files if files is not None else read_model_files(path)
     sha = files.sha256()[""]
     inline = ModelFiles(Path(path), inline_bytes(files))
@@ -116,7 +125,14 @@ def prepare_model(
         raise QtoolError(f"{path}: no eligible bits for {selection.describe()}", param="targets")
     space = bit_space(targets, inline.buffers(), selection.fault_model)
     meta = qtool_metadata(onnx.ModelProto.FromString(bytes(inline.main)))
-    session = make_session(bytes(inline.main), threads=threads, opt_level=opt_level, spinning=False)
+    session = make_session(
+        bytes(inline.main),
+        [provider],
+        threads=threads,
+        opt_level=opt_level,
+        spinning=False,
+        precision=precision,
+    )
     io = model_io(session, meta)
     x = io.prepare(data.x)
     return PreparedModel(
@@ -132,6 +148,8 @@ def prepare_model(
         converted=converted,
         opt_level=opt_level,
         threads=threads,
+        provider=provider,
+        precision=precision,
     )
 
 

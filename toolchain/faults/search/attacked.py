@@ -99,6 +99,8 @@ class SearchModel:
         data: str,
         attack_samples: int,
         seed: int,
+        provider: str = "cpu",
+        precision: str = "fp32",
         *,
         files: ModelFiles | None = None,
         load: Loader | None = None,
@@ -106,6 +108,7 @@ class SearchModel:
         """`files` (the bytes read from `path`, flipped in place) and `load` stand in for the
         file system on a worker that was sent them (`search/distributed.py`)."""
         self.path = path
+        self.provider, self.precision = provider, precision
         self.files = files if files is not None else read_model_files(path)
         if self.files.external:
             raise QtoolError(
@@ -138,7 +141,14 @@ class SearchModel:
         return sum(t.words * SEARCH_TYPES[t.loc.data_type] for t in self.targets)
 
     def session(self):
-        return make_session(bytes(self.files.main), threads=1, opt_level=OPT_LEVEL, spinning=False)
+        return make_session(
+            bytes(self.files.main),
+            [self.provider],
+            threads=1,
+            opt_level=OPT_LEVEL,
+            spinning=False,
+            precision=self.precision,
+        )
 
     def words(self, i: int) -> np.ndarray:
         """Target i's stored values (no copy: they follow the flips)."""

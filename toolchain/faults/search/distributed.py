@@ -54,6 +54,8 @@ class SearchInputs:
     until_accuracy: float | None
     attack_samples: int
     method: str
+    provider: str
+    precision: str
     files: ModelFiles
     load: Preloaded
     torch_threads: int | None
@@ -68,6 +70,8 @@ def distributed_searches(
     *,
     attack_samples: int,
     method: str,
+    provider: str = "cpu",
+    precision: str = "fp32",
     cluster: ClusterSpec,
     timeout: float = DEFAULT_TIMEOUT,
     on_done: Callable[[SearchResult], None] | None = None,
@@ -79,8 +83,8 @@ def distributed_searches(
     for s in seeds:  # the splits every seed's search will ask for, refused here if bad
         split_data(data, attack_samples, s, loader)
     inputs = SearchInputs(
-        str(model), data, bits, until_accuracy, attack_samples, method, files,
-        Preloaded(loader.splits), _torch_threads(method),
+        str(model), data, bits, until_accuracy, attack_samples, method, provider, precision,
+        files, Preloaded(loader.splits), _torch_threads(method),
     )  # fmt: skip
     token = _token(inputs)
     results: dict[int, SearchResult] = {}
@@ -107,7 +111,10 @@ def _torch_threads(method: str) -> int | None:
 
 def _token(inputs: SearchInputs) -> str:
     digest = hashlib.sha256(repr((inputs.path, inputs.data, inputs.bits)).encode())
-    digest.update(repr((inputs.until_accuracy, inputs.attack_samples, inputs.method)).encode())
+    digest.update(
+        repr((inputs.until_accuracy, inputs.attack_samples, inputs.method, inputs.provider,
+              inputs.precision)).encode()
+    )  # fmt: skip
     digest.update(inputs.files.sha256()[""].encode())
     for key, d in sorted(inputs.load.splits.items()):
         digest.update(repr(key).encode())
@@ -122,8 +129,8 @@ def _search(inputs: SearchInputs, seeds: list[int]) -> list[SearchResult]:
         with _threads(inputs.torch_threads):
             r = progressive_search(
                 inputs.path, inputs.data, inputs.bits, inputs.until_accuracy,
-                inputs.attack_samples, s, method=inputs.method,
-                files=copy.deepcopy(inputs.files), load=inputs.load,
+                inputs.attack_samples, s, method=inputs.method, provider=inputs.provider,
+                precision=inputs.precision, files=copy.deepcopy(inputs.files), load=inputs.load,
             )  # fmt: skip
         r.files = None
         out.append(r)

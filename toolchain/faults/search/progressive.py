@@ -78,6 +78,8 @@ class SearchResult:
     accuracies: list[float]  # test accuracy after 0, 1, 2, ... flips
     steps: list[SearchStep]
     search_seconds: float
+    provider: str = "cpu"  # the execution provider the ONNX Runtime evaluations ran on
+    precision: str = "fp32"
     manifest: dict = field(repr=False, default_factory=dict)
     files: ModelFiles | None = field(repr=False, default=None)
 
@@ -127,6 +129,8 @@ def progressive_search(
     select: str = "loss",
     objective: str = "auto",
     show_progress: bool = False,
+    provider: str = "cpu",
+    precision: str = "fp32",
     files: ModelFiles | None = None,
     load: Loader | None = None,
 ) -> SearchResult:
@@ -136,12 +140,14 @@ def progressive_search(
     accuracy is at or below it. `method`: auto (gradient, falling back to the oracle when the
     graph cannot be replicated or torch is missing), gradient, or oracle. The flipped model is
     in `result.files` (write it with `write_search`); the model file is never modified.
+    Every ONNX Runtime evaluation (loss oracle, attack labels, test accuracy) runs on
+    `provider` at `precision`; the gradients come from the torch replica either way.
     `files` and `load` are the model's bytes and a data loader sent to a worker.
     """
     start = time.perf_counter()
     _check_arguments(method, bits, attack_samples, until_accuracy)
     path = Path(model)
-    m = SearchModel(path, data, attack_samples, seed, files=files, load=load)
+    m = SearchModel(path, data, attack_samples, seed, provider, precision, files=files, load=load)
     if bits > m.total_bits:
         raise QtoolError(
             f"{bits} is more than the {m.total_bits} weight bits of {path}", param="bits"
@@ -173,6 +179,8 @@ def progressive_search(
         accuracies=accuracies,
         steps=steps,
         search_seconds=time.perf_counter() - start,
+        provider=provider,
+        precision=precision,
         files=m.files,
     )
     result.manifest = search_manifest(m, result, run.entries)

@@ -59,6 +59,8 @@ def repeated_search(
     seed: int = 0,
     method: str = "auto",
     show_progress: bool = False,
+    provider: str = "cpu",
+    precision: str = "fp32",
     cluster: ClusterSpec | None = None,
     cluster_timeout: float = DEFAULT_TIMEOUT,
 ) -> tuple[SearchResult, dict | None]:
@@ -68,16 +70,18 @@ def repeated_search(
     `cluster`, the seeds run there as independent units (the same results)."""
     if seeds < 1:
         raise QtoolError(f"{seeds}: give at least 1 seed", param="seeds")
+    options = dict(attack_samples=attack_samples, method=method, provider=provider,
+                   precision=precision)  # fmt: skip
     if cluster is not None:
         runs = _on_cluster(
-            model, data, bits, until_accuracy, [seed + k for k in range(seeds)],
-            attack_samples, method, cluster, cluster_timeout, show_progress,
+            model, data, bits, until_accuracy, [seed + k for k in range(seeds)], options,
+            cluster, cluster_timeout, show_progress,
         )  # fmt: skip
     else:
         runs = [
             progressive_search(
-                model, data, bits, until_accuracy, attack_samples, seed + k,
-                method=method, show_progress=show_progress,
+                model, data, bits, until_accuracy, seed=seed + k, show_progress=show_progress,
+                **options,
             )
             for k in range(seeds)
         ]  # fmt: skip
@@ -90,7 +94,7 @@ def repeated_search(
 
 
 def _on_cluster(
-    model, data, bits, until_accuracy, seed_list, attack_samples, method, cluster, timeout, bar
+    model, data, bits, until_accuracy, seed_list, options: dict, cluster, timeout, bar
 ) -> list[SearchResult]:
     from qtool.faults.search.distributed import distributed_searches
 
@@ -102,8 +106,8 @@ def _on_cluster(
             p.update(task, advance=1, status=f"seed {r.seed}: {100 * r.final_accuracy:.1f} %")
 
         return distributed_searches(
-            model, data, bits, until_accuracy, seed_list, attack_samples=attack_samples,
-            method=method, cluster=cluster, timeout=timeout, on_done=done,
+            model, data, bits, until_accuracy, seed_list, cluster=cluster, timeout=timeout,
+            on_done=done, **options,
         )  # fmt: skip
 
 
