@@ -53,8 +53,8 @@ from qtool.faults.campaign.executor import (  # noqa: E402
     TrialTask,
     close_executor,
     in_process,
+    prepare_job_models,
 )
-from qtool.faults.campaign.trials import prepare_model  # noqa: E402
 
 SIZE = 64
 CLASSES = 10
@@ -198,7 +198,7 @@ def interleaved(runs: dict, model: Path, data: str, plan: CampaignPlan, rounds: 
     first slice (workers preparing the model) is timed apart from the rest."""
     dataset = load_dataset(data)
     job = CampaignJob((str(model),), data, plan)
-    prepared = [prepare_model(model, dataset, plan, plan.opt_level)]
+    prepared = prepare_job_models(job, dataset)
     tasks = [TrialTask(0, b, t) for b in plan.budgets for t in range(int(plan.trials))]
     order = np.random.default_rng(0).permutation(len(tasks))  # budgets mixed in each slice
     slices = [[tasks[i] for i in part] for part in np.array_split(order, rounds + 1)]
