@@ -80,7 +80,8 @@ def scheduler_and_workers(folder: Path, workers: int = 2):
         from distributed import Client
 
         with Client(address, timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(workers, timeout=120)
+            if workers:
+                client.wait_for_workers(workers, timeout=120)
         yield address
     finally:
         _stop(procs)

@@ -59,3 +59,19 @@ def test_unreachable_scheduler_is_one_line_and_exit_2_within_the_timeout(tmp_pat
     assert "within 2 s" in lines[0] and "Traceback" not in result.output
     assert elapsed < 2 + 8  # the timeout, plus loading the model and data
     assert not (tmp_path / "r.json").exists()
+
+
+def test_a_scheduler_without_workers_is_one_line_and_exit_2(tmp_path):
+    pytest.importorskip("distributed")
+    from dask_cluster import scheduler_and_workers
+
+    model = digits_mlp(tmp_path / "mlp.onnx", hidden=8)
+    with scheduler_and_workers(tmp_path, workers=0) as address:
+        result = CliRunner().invoke(
+            main,
+            ["flip", str(model), "--bits", "1,2", "--trials", "2", "--data", "digits",
+             "--cluster", address, "--cluster-timeout", "1"],
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "has no workers after 1 s" in lines[0]

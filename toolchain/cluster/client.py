@@ -160,14 +160,6 @@ def _check_workers(client, spec: ClusterSpec, timeout: float) -> None:
             "some (dask worker ADDRESS --nthreads 1) with qtool installed",
             param="cluster",
         ) from None
-    trimmed = [a for a, v in client.run(_trim_threshold).items() if v is not None]
-    if trimmed:
-        info(
-            f"{len(trimmed)} Dask worker(s) run with MALLOC_TRIM_THRESHOLD_ set (Dask's nanny "
-            "default), which costs ONNX Runtime about 30 % CPU per trial; set "
-            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in their Dask "
-            "config (e.g. ~/.config/dask/qtool.yaml) and restart them"
-        )
     here = {name: _version(name) for name in SAME_VERSIONS}
     versions = client.get_versions(packages=list(SAME_VERSIONS))
     for address, record in (versions.get("workers") or {}).items():
@@ -182,6 +174,14 @@ def _check_workers(client, spec: ClusterSpec, timeout: float) -> None:
                     "units run",
                     param="cluster",
                 )
+    trimmed = [a for a, v in client.run(_trim_threshold).items() if v is not None]
+    if trimmed:
+        info(
+            f"{len(trimmed)} Dask worker(s) run with MALLOC_TRIM_THRESHOLD_ set (Dask's nanny "
+            "default), which costs ONNX Runtime about 30 % CPU per trial; set "
+            "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ to null in their Dask "
+            "config (e.g. ~/.config/dask/qtool.yaml) and restart them"
+        )
 
 
 def _trim_threshold() -> str | None:
