@@ -32,6 +32,8 @@ OPTIONAL_MODULES = {
     "pydicom": "dicom",
     "starlette": "serve",
     "uvicorn": "serve",
+    "distributed": "dask",
+    "dask": "dask",
 }
 
 

@@ -105,10 +105,14 @@ def units(settings: AttackSettings) -> list[Unit]:
 
 # --- memoised inputs (bounded; results never depend on them) ---------------------------------
 
+# Inputs a distributed run sent to this worker process (`attacks/distributed.py`): data splits
+# by (spec, split) and model bytes by path, read in their place. Empty in a local run.
+SHIPPED: dict = {}
+
 
 @functools.lru_cache(maxsize=4)
 def _split(data: str, split: str) -> Dataset:
-    dataset = load_dataset(data, split)
+    dataset = SHIPPED[data, split] if (data, split) in SHIPPED else load_dataset(data, split)
     if dataset.kind != "image":
         raise QtoolError(
             f"data set {data} is a table; attacks perturb images in [0, 1]", param="data_spec"
@@ -137,7 +141,7 @@ def samples_of(settings: AttackSettings) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def _target(path: str) -> Target:
-    return load_target(path)
+    return load_target(path, SHIPPED.get(path))
 
 
 @functools.lru_cache(maxsize=4)
