@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qtool.data import folder, npz, sklearn_sets
+from qtool.data import folder, npz, sklearn_sets, synthetic
 from qtool.data.dataset import SPLITS, Dataset, DataSpec
 from qtool.errors import QtoolError
 from qtool.registry import Registry
@@ -70,6 +70,18 @@ _add(
         "one sub-folder of PNG/JPEG files per class, optionally under train/val/test",
         folder.load,
         argument="PATH",
+    )
+)
+
+
+_add(
+    Source(
+        "synthetic",
+        "seeded faint-lesion images for testing the pipeline (not accuracy claims); KIND "
+        "lesion or lesion-rgb, SIZE 28-224 px (default 64)",
+        synthetic.load,
+        argument="KIND[:SIZE]",
+        check=synthetic.check,
     )
 )
 
