@@ -45,7 +45,7 @@ def test_registry_lists_models_without_importing_torch():
     code = (
         "import sys, qtool.models, qtool.cli\n"
         "from qtool.models import list_models\n"
-        "assert [m.name for m in list_models()] == ['cnn', 'sasa', 'mlp']\n"
+        "assert [m.name for m in list_models()] == ['cnn', 'sasa', 'resnet18', 'mlp']\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
