@@ -19,6 +19,7 @@ from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.modelfile.summary import count_flops, summarize
 from qtool.outputs import check_output_path
@@ -143,6 +144,8 @@ def _export_checked(source: _Source, settings: ExportSettings):
         dynamic_batch=not settings.static_batch,
         exporter=exporter.name,
     )
+    # one-hot gather Convs (self-attention's export form) are data movement, not weights
+    mark_fixed_convs(proto)
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     source.meta.update(
         {
@@ -182,6 +185,7 @@ def _export_checked(source: _Source, settings: ExportSettings):
 
 
 def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _Source:
+    from qtool.models import get_spec
     from qtool.models.checkpoint import build_from_checkpoint, load_checkpoint, state_dict_sha256
 
     if weights is None:
@@ -209,6 +213,8 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
     module = build_from_checkpoint(checkpoint, weights)
     meta = {
         "qtool.model": name,
+        # size, width, depth (checkpoints from before sizes hold the default network)
+        "qtool.architecture": config.get("architecture") or get_spec(name).architecture(),
         "qtool.dataset": config.get("dataset"),
         "qtool.normalization": config.get("normalization"),
         "qtool.class_names": config.get("class_names"),

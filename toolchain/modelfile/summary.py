@@ -12,7 +12,7 @@ from onnx import external_data_helper, numpy_helper
 
 from qtool.modelfile.load import file_size, load_model
 from qtool.modelfile.metadata import read_metadata
-from qtool.modelfile.roles import initializer_roles
+from qtool.modelfile.roles import FIXED, initializer_roles, is_fixed
 
 QOPERATOR_OPS = {
     "QLinearConv",
@@ -106,7 +106,10 @@ def summarize(path: str | Path, model: onnx.ModelProto | None = None) -> ModelSu
         )
         for t in graph.initializer
     ]
-    parameters = sum(int(np.prod(i.shape, dtype=np.int64)) for i in inits if i.role != "qparam")
+    # quantisation parameters and fixed (data-moving, unlearned) weights are not parameters
+    parameters = sum(
+        int(np.prod(i.shape, dtype=np.int64)) for i in inits if i.role not in ("qparam", FIXED)
+    )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelSummary(
         path=str(path),
@@ -135,12 +138,21 @@ def _stored_bytes(t: onnx.TensorProto) -> int:
     return int(numpy_helper.to_array(t).nbytes) if t.dims or t.data_type else 0
 
 
-def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+def count_fixed_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+    """Multiply-adds x2 that ONNX Runtime executes in Convs marked fixed (0 without any)."""
+    if not any(is_fixed(n) for n in model.graph.node):
+        return 0
+    return count_flops(model, batch, fixed=True)
+
+
+def count_flops(model: onnx.ModelProto, batch: int = 1, *, fixed: bool = False) -> int:
     """Multiply-adds x2 of Conv/Gemm/MatMul (and their quantised forms, and Mul->ReduceSum
     dot products) for one batch.
 
     Uses ONNX shape inference; symbolic dims count as `batch`. Ops whose shapes cannot be
-    inferred are skipped rather than guessed.
+    inferred are skipped rather than guessed. Convs marked fixed (a one-hot gather: data
+    movement written as a Conv, `qtool.modelfile.roles`) are not the model's arithmetic and
+    are left out; `fixed=True` counts only them (what ONNX Runtime executes for them).
     """
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -166,6 +178,8 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
     total = 0
     for node in graph.node:
         op = node.op_type
+        if is_fixed(node) != fixed:
+            continue
         if op == "Mul" and node.output[0] in reduce_sum_inputs and node.output[0] in shapes:
             total += 2 * int(np.prod(shapes[node.output[0]]))
             continue
