@@ -185,7 +185,6 @@ def _export_checked(source: _Source, settings: ExportSettings):
 
 
 def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _Source:
-    from qtool.models import get_spec
     from qtool.models.checkpoint import build_from_checkpoint, load_checkpoint, state_dict_sha256
 
     if weights is None:
@@ -213,8 +212,9 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
     module = build_from_checkpoint(checkpoint, weights)
     meta = {
         "qtool.model": name,
-        # size, width, depth (checkpoints from before sizes hold the default network)
-        "qtool.architecture": config.get("architecture") or get_spec(name).architecture(),
+        # size, width, depth; left out for the default network (checkpoints from before
+        # sizes, and the demo's models, whose ONNX bytes, and so flip draws, stay as they were)
+        "qtool.architecture": _non_default(name, config.get("architecture")),
         "qtool.dataset": config.get("dataset"),
         "qtool.normalization": config.get("normalization"),
         "qtool.class_names": config.get("class_names"),
@@ -237,6 +237,13 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
         sample_source=f"{spec} (test split)",
         files=(weights,),
     )
+
+
+def _non_default(name: str, architecture: dict | None) -> dict | None:
+    from qtool.models import get_spec
+
+    default = get_spec(name).architecture()
+    return None if architecture in (None, default) else architecture
 
 
 def _factory_source(

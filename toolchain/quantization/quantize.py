@@ -22,6 +22,7 @@ from qtool.evaluation.evaluate import predicted_labels
 from qtool.evaluation.model_io import ModelIO, model_io, run_scores
 from qtool.modelfile.load import file_size, load_model, sha256_file
 from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.outputs import check_output_path
 from qtool.quantization.calibration import (
@@ -302,3 +303,5 @@ def _set_output_metadata(
     values["qtool.source_sha256"] = sha
     values["qtool.seed"] = settings.seed
     set_metadata(model, values)
+    # ORT's pre-processing drops node metadata: mark one-hot gather Convs fixed again
+    mark_fixed_convs(model)
