@@ -25,6 +25,7 @@ from qtool.errors import QtoolError
 from qtool.evaluation.model_io import ModelIO, model_io
 from qtool.modelfile.load import file_size, load_model, sha256_file
 from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.outputs import check_output_path
 from qtool.quantization.attempts import Attempts, Labelled, Work
@@ -283,3 +284,5 @@ def _set_output_metadata(
     values["qtool.source_sha256"] = sha
     values["qtool.seed"] = settings.seed
     set_metadata(model, values)
+    # ORT's pre-processing drops node metadata: mark one-hot gather Convs fixed again
+    mark_fixed_convs(model)
