@@ -69,46 +69,22 @@ class Surrogate:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def features(self, x: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
-        """Output of the feature layer; `shift` is added to that layer's input first."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the feature layer; the forward pass stops there."""
         out: dict[str, torch.Tensor] = {}
-
-        def pre(_module, inputs):
-            return (inputs[0] + shift, *inputs[1:])
 
         def post(_module, _inputs, output):
             out["f"] = output
             raise _Stop
 
-        module = self.feature_module
-        handles = [module.register_forward_hook(post)]
-        if shift is not None:
-            handles.append(module.register_forward_pre_hook(pre))
-        try:
-            self.model(x)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return out["f"]
-
-    def feature_input(self, x: torch.Tensor) -> torch.Tensor:
-        """The input of the feature layer (where ETF places the image of the parameter error)."""
-        seen: dict[str, torch.Tensor] = {}
-
-        def pre(_module, inputs):
-            seen["z"] = inputs[0]
-            raise _Stop
-
-        handle = self.feature_module.register_forward_pre_hook(pre)
+        handle = self.feature_module.register_forward_hook(post)
         try:
             self.model(x)
         except _Stop:
             pass
         finally:
             handle.remove()
-        return seen["z"]
+        return out["f"]
 
 
 @contextlib.contextmanager
