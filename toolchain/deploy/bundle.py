@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import onnx
 
 from qtool import __version__
-from qtool.deploy.archive import write_archive
+from qtool.deploy.archive import FORMAT_SUFFIXES, write_archive
 from qtool.deploy.ecc import DEFAULT_NSYM, SCHEME, EccParams, encode_covers
 from qtool.deploy.manifest import (
     BLOCK,
@@ -260,11 +260,24 @@ class PackageResult:
     signed_by: str | None = None  # key id of the signing key
 
 
+def _check_suffix(fmt: str, out: Path) -> None:
+    """verify and predict tell an archive from a folder by its suffix, so an archive must
+    have one (`--format zip --out plainname` would write a bundle nothing can open)."""
+    suffixes = FORMAT_SUFFIXES.get(fmt, ())
+    if suffixes and not out.name.endswith(suffixes):
+        raise QtoolError(
+            f"a {fmt} bundle's name must end in {' or '.join(suffixes)} (got {out.name}); "
+            f"e.g. {out.name}{suffixes[0]}",
+            param="out",
+        )
+
+
 def _check_args(fmt: str, nsym: int) -> None:
     if fmt not in BUNDLE_FORMATS:
         raise QtoolError(
             f"unknown bundle format {fmt!r}: use {', '.join(BUNDLE_FORMATS)}", param="fmt"
         )
+
     if not 2 <= nsym <= 128 or nsym % 2:
         raise QtoolError(
             f"parity bytes per codeword must be an even number from 2 to 128, got {nsym}",
@@ -294,6 +307,7 @@ def package(
     kind = "dir" if fmt == "dir" else "file"
     inputs = [model_path, *report_paths, *([] if sign_key is None else [Path(sign_key)])]
     check_output_path(out, force, inputs, kind=kind, param="out")
+    _check_suffix(fmt, out)
     reports = read_reports(report_paths)
     with staging_dir(out) as staging:
         manifest = build_bundle(

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.data.images import DEFAULT_MAX_PIXELS
 from qtool.data.inputs import load_inputs
 from qtool.deploy.archive import opened_bundle
 from qtool.deploy.verified import load_verified
@@ -42,7 +41,7 @@ def predict_bundle(
     bundle: Path,
     inputs: list[Path],
     trust: dict | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> tuple[list[Prediction], dict]:
     """Verify (with `trust`, the signature first), then classify `inputs` with the verified
     model bytes; a changed, unsigned or untrusted bundle is refused."""
