@@ -146,8 +146,13 @@ class FlipArgs:
 )
 @click.option("--data", "data_spec", default=None, help="Score clean vs flipped on this data set.")
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="Split (default: test).")
-@click.option("--trials", type=int, default=None, help="Campaign: trials per bit budget.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Campaign processes.")
+@click.option(
+    "--trials", type=click.IntRange(min=1), default=None, help="Campaign: trials per bit budget."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+    help="Campaign processes.",
+)  # fmt: skip
 @click.option(
     "--apply",
     "apply_path",

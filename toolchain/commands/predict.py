@@ -26,15 +26,14 @@ from qtool.report import show, table
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
+    default=None,
     help="Refuse an input file that decodes to more pixel values (frames x rows x columns x "
-    "channels) than this, before decoding it.",
+    f"channels) than this, before decoding it [default: the pixels limit, {DEFAULT_MAX_PIXELS:,}].",
 )
 @json_option
 @force_option
 def command(
-    bundle: Path, inputs: tuple[Path, ...], trust, max_pixels: int, json_path, force: bool
+    bundle: Path, inputs: tuple[Path, ...], trust, max_pixels: int | None, json_path, force: bool
 ) -> None:
     """Verify BUNDLE, then print class and probability for each INPUT: images (PNG/JPEG),
     DICOM files (each frame of a multi-frame file is one row) or an .npz.

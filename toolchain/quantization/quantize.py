@@ -8,7 +8,6 @@ quantise with ONNX Runtime (quantizer.py), measure accuracy and per-tensor error
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +22,8 @@ from qtool.evaluation.model_io import ModelIO, model_io, run_scores
 from qtool.modelfile.load import file_size, load_model, sha256_file
 from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
 from qtool.modelfile.save import save_model
-from qtool.outputs import check_output_path
+from qtool.modelfile.summary import quantization_kind
+from qtool.outputs import check_output_path, staging_dir
 from qtool.quantization.calibration import (
     CALIB_BATCH,
     Calibration,
@@ -94,7 +94,7 @@ def quantize_model(
     src, out = Path(src), Path(out)
     check_output_path(out, force=force, inputs=(src,), param="out")
     work = _load_work(src, calib, options)
-    with tempfile.TemporaryDirectory(prefix="qtool-quantize-") as tmpdir:
+    with staging_dir(out) as tmpdir:  # beside the output, named as a temp, removed on exit
         runs = _Attempts(Path(tmpdir), work, options)
         info(
             f"calibrating on {len(work.calib_x)} samples of {work.calib_set.spec} "
@@ -141,7 +141,12 @@ class _Work:
 def _load_work(src: Path, calib: str, options: QuantizeOptions) -> _Work:
     """Read the model, choose its input, prepare calibration and evaluation samples."""
     proto = load_model(src)
-    meta = qtool_metadata(proto)
+    kind = quantization_kind(proto)
+    if kind != "none":  # ORT's quantizer would trip over its own node names, or stack scales
+        raise QtoolError(
+            f"{src} is already quantised ({kind}); quantize the FP32 model it came from"
+        )
+    meta = qtool_metadata(proto, str(src))
     sha = sha256_file(src)
     fp32 = make_session(src, providers=options.providers)
     io = model_io(fp32, meta, options.input_name)
