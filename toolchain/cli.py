@@ -127,6 +127,10 @@ class QtoolGroup(click.Group):
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if RECEIVED or _interrupted(exc):  # e.g. an extension's import cut short by it
+                signum = RECEIVED[-1] if RECEIVED else signal.SIGINT
+                err_console.print("interrupted" if signum == signal.SIGINT else "terminated")
+                ctx.exit(128 + signum)
             error_line(
                 "internal error",
                 f"{type(exc).__name__}: {exc} "
@@ -185,6 +189,20 @@ def main(ctx: click.Context, debug: bool, quiet: bool, limit_values: tuple[str, 
     ctx.with_resource(limits.using(**values))
 
 
+RECEIVED: list[int] = []  # termination signals this process received (SIGINT: see below)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt (SIGINT, or our SIGTERM/SIGHUP) caused `exc`."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 @contextlib.contextmanager
 def signals_raise() -> Iterator[None]:
     """SIGTERM/SIGHUP raise Terminated (like SIGINT's KeyboardInterrupt) for this call, so
@@ -193,8 +211,10 @@ def signals_raise() -> Iterator[None]:
         yield
         return
     previous = {}
+    RECEIVED.clear()
 
     def raise_terminated(signum, frame):
+        RECEIVED.append(signum)
         raise Terminated(signum)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):

@@ -27,9 +27,9 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -164,13 +164,11 @@ def _probe_writable(out: Path, param: str | None) -> None:
     """Create and remove a temp file beside `out`: a read-only, immutable or full folder is
     refused before any work, not after it."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(out), dir=out.parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        error = _unwritable(exc, out.parent, f"output {out}")
-        error.param = param
-        raise error from exc
+        with temp_entry(out, "file"):
+            pass
+    except QtoolError as exc:
+        exc.param = param
+        raise
 
 
 def check_distinct(outputs: dict[str, str | Path | None]) -> None:
@@ -215,14 +213,48 @@ def _same_or_inside(out: Path, src: Path) -> bool:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _mkstemp(out: Path) -> Path:
+@contextlib.contextmanager
+def temp_entry(out: Path, kind: str = "file") -> Iterator[Path]:
+    """A new, empty temp file (mode 0600) or folder (0700) beside `out`, named with
+    `temp_prefix(out)`, removed on any exit. It is owned (and so removed) from before it is
+    created, so a signal at any instant leaves nothing; a killed run's is swept later."""
     sweep_stale(out.parent, stale_prefix(out))
+    path, owned = None, False
     try:
-        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(out), dir=out.parent)
-    except OSError as exc:
-        raise _unwritable(exc, out.parent, f"output {out}") from exc
-    os.close(fd)
-    return Path(tmp)
+        for _ in range(100):
+            path, owned = out.parent / f"{temp_prefix(out)}{secrets.token_hex(4)}", True
+            try:
+                if kind == "dir":
+                    os.mkdir(path, 0o700)
+                else:
+                    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                break
+            except FileExistsError:
+                owned = False
+            except OSError as exc:
+                raise _unwritable(exc, out.parent, f"output {out}") from exc
+        else:
+            raise QtoolError(f"cannot make a temp name beside {out}")
+        yield path
+    finally:
+        if owned:
+            _remove(path)
+
+
+def _remove(path: Path) -> None:
+    """Remove a temp file or folder, finishing even if a signal interrupts the removal."""
+    pending = None
+    for _ in range(10):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            break
+        except KeyboardInterrupt as exc:  # the signal is re-raised once the temp is gone
+            pending = exc
+    if pending is not None:
+        raise pending
 
 
 def _replace(tmp: Path, out: Path) -> None:
@@ -235,12 +267,8 @@ def _replace(tmp: Path, out: Path) -> None:
 @contextlib.contextmanager
 def staged_file(out: str | Path) -> Iterator[Path]:
     """A temp path beside `out`, removed on exit unless it was renamed (`commit_together`)."""
-    tmp_path = _mkstemp(Path(out))
-    try:
+    with temp_entry(Path(out), "file") as tmp_path:
         yield tmp_path
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
 
 
 @contextlib.contextmanager
@@ -305,30 +333,18 @@ def commit_together(pairs: list[tuple[Path, Path]]) -> None:
 @contextlib.contextmanager
 def staging_dir(out: str | Path) -> Iterator[Path]:
     """A fresh folder beside `out` to build a multi-file output in; removed on any exit."""
-    out = Path(out)
-    sweep_stale(out.parent, stale_prefix(out))
-    try:
-        staging = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
-    except OSError as exc:
-        raise _unwritable(exc, out.parent, f"output {out}") from exc
-    try:
+    with temp_entry(Path(out), "dir") as staging:
         yield staging
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_dir(staging: Path, out: Path) -> None:
     """Move a finished staging folder to `out`, replacing an existing folder there."""
     if not out.exists():
-        os.replace(staging, out)
+        _replace(staging, out)
         return
-    trash = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
-    try:
+    with temp_entry(out, "dir") as trash:
         os.replace(out, trash / "old")
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
+        _replace(staging, out)
 
 
 def to_jsonable(value):

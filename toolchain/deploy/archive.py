@@ -27,7 +27,7 @@ from zlib import error as zlib_error
 from qtool import limits
 from qtool.deploy.manifest import MANIFEST
 from qtool.errors import QtoolError
-from qtool.outputs import TEMP_MARK, atomic_path, sweep_stale, temp_prefix
+from qtool.outputs import atomic_path, staging_dir
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 FORMAT_SUFFIXES = {"tar.gz": (".tar.gz", ".tgz"), "zip": (".zip",)}
@@ -199,7 +199,5 @@ def opened_bundle(path: Path, prefix: str = "qtool-bundle") -> Iterator[Path]:
     if not is_archive(path):
         yield path
         return
-    base = Path(tempfile.gettempdir()) / prefix
-    sweep_stale(base.parent, f".{prefix}{TEMP_MARK}")
-    with tempfile.TemporaryDirectory(prefix=temp_prefix(base), dir=base.parent) as tmp:
-        yield extract_archive(path, Path(tmp))
+    with staging_dir(Path(tempfile.gettempdir()) / prefix) as tmp:
+        yield extract_archive(path, tmp)
