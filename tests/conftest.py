@@ -41,3 +41,13 @@ def zoo_models(zoo_checkpoints, tmp_path_factory) -> dict[str, Path]:
         export_model(name, path, weights=ckpt)
         out[name] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def int8_models(tmp_path_factory) -> dict[str, Path]:
+    """Small INT8 QDQ models shaped like the demo's: "cnn" (digits) and "mlp" (breast-cancer),
+    with qtool metadata; about a second to make (tests/hostile_models.py)."""
+    from hostile_models import int8_cnn, int8_mlp
+
+    folder = tmp_path_factory.mktemp("int8_models")
+    return {"cnn": int8_cnn(folder), "mlp": int8_mlp(folder)}
