@@ -1,18 +1,21 @@
-"""Hostile input, measured: mutated ONNX models through inspect, eval, package, flip, predict.
+"""Hostile input, measured: mutated models and bundles through qtool's commands.
 
 Each case is one mutant of the demo's INT8 CNN or MLP (alternating): a protobuf-field edit
-(walked with ONNX's descriptors) or a raw-byte edit (1-3 stacked), or one of the issue's
-reproducers; every command runs on every case, in-process through click's CliRunner, one
-worker process per command (so its peak memory is its own), each under RLIMIT_AS so runaway
-allocation is caught as a MemoryError rather than the machine's OOM killer. A watchdog
-kills a worker that reports nothing for --timeout seconds (a hang) and restarts it at the
-next case. Then a sample runs as real `qtool` subprocesses: stderr must be one line on exit
-2 (no ONNX Runtime log lines), and runs killed by SIGTERM mid-write must leave no temp
-files, runs killed by SIGKILL none after the next run of the same output.
+(walked with ONNX's descriptors) or a raw-byte edit (1-3 stacked), or, every 25th case, one
+of the issue's reproducers. inspect, eval, package, flip and predict (on a bundle whose
+manifest vouches for the mutant, as an attacker with write access to an unsigned bundle
+makes) run on every mutant; verify runs on the clean bundle with one manifest field replaced
+or deleted (and, one case in four, a model byte flipped). Commands run in-process through
+click's CliRunner, one worker process per command (so its peak memory is its own), each
+under RLIMIT_AS, so runaway allocation shows as a MemoryError rather than the OOM killer;
+a watchdog kills a worker silent for --timeout seconds (a hang) and restarts it at the next
+case. Then real `qtool` processes: a sample of the cases (stderr one line on exit 2, no ONNX
+Runtime log line), SIGTERM/SIGINT/SIGKILL mid-write of `package --ecc` (no leftovers; a
+SIGKILL's swept by the next run), and races of two `flip --force` to one --out/--manifest.
 
 Printed per command: cases, exit codes, internal errors, malformed models accepted (exit 0
-on a model onnx or ONNX Runtime cannot load), inputs changed, hangs, multi-line errors,
-peak RSS; plus the CPU and the wall time.
+on a model onnx or ONNX Runtime cannot load; for verify, exit 0 on a manifest whose sha256s
+do not match the files), inputs changed, hangs, crashes, multi-line errors, peak RSS.
 
 Run: python benchmarks/fuzz.py --cases 10000 [--demo qtool-demo] [--jobs 2] [--seed 0]
 (builds the demo models with `qtool demo --out DEMO` when DEMO has none).
@@ -21,13 +24,13 @@ Run: python benchmarks/fuzz.py --cases 10000 [--demo qtool-demo] [--jobs 2] [--s
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import platform
 import random
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +41,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import mutants  # noqa: E402
-from fuzzing import COMMANDS, Base, argv, malformed, run_case, write_case  # noqa: E402
+from fuzz_processes import process_runs  # noqa: E402
+from fuzzing import (  # noqa: E402
+    COMMANDS,
+    Base,
+    json_paths,
+    lies,
+    malformed,
+    run_case,
+    with_field,
+    write_case,
+)
 
 KINDS = ("cnn", "mlp")
 
@@ -73,6 +86,33 @@ def make_mutant(index: int, seed: int, clean: bytes) -> tuple[bytes, dict[str, b
 # --- worker: one command over a range of cases -----------------------------------------------
 
 
+MANIFEST_VALUES = [None, True, -1, 0, 2**40, 1e308, "x", "../../etc/passwd", "0" * 64, [],
+                   {}, [1, 2], {"file": "m.onnx"}, "[" * 50]  # fmt: skip
+
+
+def verify_case(case: Path, base: Base, index: int, seed: int) -> tuple[bool, str]:
+    """The clean bundle with one manifest field replaced or deleted (and, one case in four, a
+    model byte flipped); returns whether its sha256s now lie about the files, and how."""
+    rng = random.Random(seed * 1_000_003 + index)
+    if case.exists():
+        shutil.rmtree(case)
+    shutil.copytree(base.bundle, case / "in" / "bundle")
+    folder = case / "in" / "bundle"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    path = rng.choice(json_paths(manifest))
+    delete = rng.random() < 0.3
+    edited = with_field(manifest, path, rng.choice(MANIFEST_VALUES), delete)
+    (folder / "manifest.json").write_text(json.dumps(edited))
+    how = f"{'delete' if delete else 'set'} {'.'.join(map(str, path))}"
+    if index % 4 == 0:
+        model = folder / manifest["model"]["file"]
+        data = bytearray(model.read_bytes())
+        data[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        model.write_bytes(bytes(data))
+        how += " + model bit"
+    return lies(folder, edited), how
+
+
 def worker(
     command: str,
     bases: dict,
@@ -93,10 +133,14 @@ def worker(
         kind = KINDS[index % 2]
         base = bases[kind]
         conn.send(("start", index))
-        mutant, extra, how = make_mutant(index, seed, clean[kind])
-        write_case(case, base, mutant, extra)
-        verdict = malformed(case / "in" / "m.onnx")
-        outcome = run_case(command, base, case, verdict, runner)
+        if command == "verify":
+            verdict, how = verify_case(case, base, index, seed)
+            outcome = run_case(command, base, case, "lies" if verdict else None, runner)
+        else:
+            mutant, extra, how = make_mutant(index, seed, clean[kind])
+            write_case(case, base, mutant, extra)
+            verdict = malformed(case / "in" / "m.onnx")
+            outcome = run_case(command, base, case, verdict, runner)
         first = outcome.stderr.strip().splitlines()[:1]
         conn.send(
             (
@@ -178,7 +222,9 @@ def record(stats, msg) -> None:
             if len(stats[f"{key}_examples"]) < 5:
                 stats[f"{key}_examples"].append((index, how, first))
     if code == 2:
-        stats["messages"][first.split(":")[0][:60]] += 1
+        text = first.removeprefix("error: ")
+        words = [w for w in text.split() if "/" not in w][:5]  # paths vary; the words do not
+        stats["messages"][" ".join(words)] += 1
 
 
 def new_stats() -> dict:
@@ -187,84 +233,6 @@ def new_stats() -> dict:
     for key in ("internal", "accepted", "changed", "multiline"):
         stats[f"{key}_examples"] = []
     return stats
-
-
-# --- a sample as real subprocesses: stderr, signals, leftovers -------------------------------
-
-
-def subprocess_sample(bases, seed, folder: Path, count: int, timeout: float) -> dict:
-    """`count` cases per command as `qtool` processes; then SIGTERM and SIGKILL mid-run."""
-    out = {"runs": 0, "multiline": [], "hangs": 0, "ort_log_lines": 0}
-    clean = {kind: Path(base.model).read_bytes() for kind, base in bases.items()}
-    case = folder / "subprocess-case"
-    for index in range(count):
-        kind = KINDS[index % 2]
-        mutant, extra, how = make_mutant(10**6 + index, seed, clean[kind])
-        write_case(case, bases[kind], mutant, extra)
-        for command in COMMANDS:
-            shutil.rmtree(case / "out", ignore_errors=True)
-            (case / "out").mkdir()
-            cmd = ["qtool", *argv(command, bases[kind], case)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                out["hangs"] += 1
-                continue
-            out["runs"] += 1
-            lines = proc.stderr.strip().splitlines()
-            if proc.returncode == 2 and len(lines) != 1:
-                out["multiline"].append((command, how, lines[:3]))
-            out["ort_log_lines"] += sum("onnxruntime" in ln and "[" in ln for ln in lines)
-    out.update(signal_runs(bases, folder))
-    return out
-
-
-def _temp_leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.rglob("*") if ".qtool-tmp-" in p.name]
-
-
-def signal_runs(bases, folder: Path) -> dict:
-    """Kill `qtool package --ecc` of the CNN (the longest write) at staggered moments."""
-    results = {
-        "sigterm_runs": 0,
-        "sigterm_leftovers": 0,
-        "sigkill_runs": 0,
-        "sigkill_leftovers_after_rerun": 0,
-        "sigterm_exit_codes": Counter(),
-    }
-    work = folder / "signals"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    model = str(bases["cnn"].model)
-    for sig, key in ((signal.SIGTERM, "sigterm"), (signal.SIGKILL, "sigkill")):
-        for delay in (0.3, 0.6, 0.9, 1.2, 1.5, 1.8):
-            out = work / f"{key}-bundle.tar.gz"
-            cmd = [
-                "qtool",
-                "package",
-                model,
-                "--out",
-                str(out),
-                "--ecc",
-                "--format",
-                "tar.gz",
-                "--force",
-            ]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(delay)
-            proc.send_signal(sig)
-            proc.wait(timeout=60)
-            results[f"{key}_runs"] += 1
-            if sig == signal.SIGTERM:
-                results["sigterm_exit_codes"][proc.returncode] += 1
-                results["sigterm_leftovers"] += len(_temp_leftovers(work))
-            else:
-                subprocess.run(cmd, capture_output=True, timeout=120)  # the next run sweeps
-                results["sigkill_leftovers_after_rerun"] += len(_temp_leftovers(work))
-            for p in _temp_leftovers(work):
-                shutil.rmtree(work / p, ignore_errors=True)
-                (work / p).unlink(missing_ok=True)
-    return results
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -293,7 +261,7 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("qtool-demo"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2, help="commands run side by side")
-    parser.add_argument("--commands", default=",".join(COMMANDS))
+    parser.add_argument("--commands", default=",".join((*COMMANDS, "verify")))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a hang")
     parser.add_argument("--memory-gib", type=float, default=4.0, help="RLIMIT_AS per worker")
     parser.add_argument("--subprocess-cases", type=int, default=20)
@@ -325,7 +293,9 @@ def main() -> None:
         for f in futures:
             f.result()
     wall = time.perf_counter() - started
-    sample = subprocess_sample(bases, args.seed, folder, args.subprocess_cases, args.timeout)
+    sample = process_runs(
+        bases, make_mutant, args.seed, folder, args.subprocess_cases, args.timeout
+    )
     report(results, sample, args, wall, memory_limit)
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -383,13 +353,20 @@ def report(results, sample, args, wall, memory_limit) -> None:
             print(f"  {command} hangs at {s['hang_cases']}, crashes at {s['crash_cases']}")
         common = ", ".join(f"{m} x{n}" for m, n in s["messages"].most_common(6))
         print(f"  {command} exit-2 messages (first words): {common}")
+    sig = sample["signals"]
     print(
-        f"subprocess sample: {sample['runs']} runs, {sample['hangs']} hangs, "
-        f"{len(sample['multiline'])} multi-line exit-2 errors, {sample['ort_log_lines']} "
-        f"ONNX Runtime log lines; SIGTERM mid-write: {sample['sigterm_runs']} runs, exit "
-        f"codes {dict(sample['sigterm_exit_codes'])}, {sample['sigterm_leftovers']} temp "
-        f"leftovers; SIGKILL mid-write: {sample['sigkill_runs']} runs, "
-        f"{sample['sigkill_leftovers_after_rerun']} leftovers after the next run"
+        f"real processes: {sample['runs']} runs of sampled mutants, {sample['hangs']} hangs, "
+        f"{sample['internal']} internal errors, {len(sample['multiline'])} multi-line exit-2 "
+        f"errors, {sample['ort_log_lines']} ONNX Runtime log lines"
+    )
+    codes = ", ".join(f"{name} -> {code}: {n}" for (name, code), n in sample["exit_codes"].items())
+    print(
+        f"signals mid-write of package --ecc ({dict(sig)}): exit codes {codes}; temp files or "
+        f"staging folders left: {dict(sample['leftovers'])} (SIGKILL: after the next run)"
+    )
+    print(
+        f"races of two flip --force to one --out/--manifest: {sample['race_mismatches']} of "
+        f"{sample['race_rounds']} rounds with a manifest describing the other model"
     )
     for item in sample["multiline"][:5]:
         print(f"  multi-line: {item}")

@@ -11,7 +11,7 @@ An outcome is judged on the issue's counts:
 - malformed accepted: exit 0 on a model that onnx cannot parse or check, or ONNX Runtime
   cannot load (`malformed`, the oracle, uses onnx and onnxruntime directly);
 - input changed: any input file's sha256 differs afterwards;
-- not one line: an exit-2 failure whose stderr is not exactly one line.
+- not one line: an exit-2 failure whose stderr is not exactly one line (exit 1: at most one).
 """
 
 from __future__ import annotations
@@ -62,7 +62,10 @@ class Outcome:
 
     @property
     def one_line(self) -> bool:
-        return self.exit_code == 0 or len(self.stderr.strip().splitlines()) == 1
+        """Exit 2: exactly one stderr line; exit 1 (a check failed, e.g. verify's report on
+        stdout): at most one."""
+        lines = len(self.stderr.strip().splitlines())
+        return {0: True, 1: lines <= 1, 2: lines == 1}.get(self.exit_code, False)
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -118,6 +121,7 @@ def argv(command: str, base: Base, case: Path) -> list[str]:
             str(out / "f.json"),
         ],
         "predict": ["predict", str(case / "in" / "bundle"), str(case / "in" / "x.npz")],
+        "verify": ["verify", str(case / "in" / "bundle")],
     }[command]
 
 
@@ -189,3 +193,45 @@ def refused(result, code: int = 2, match: str | None = None) -> str:
     if match is not None:
         assert match in lines[0], lines[0]
     return lines[0]
+
+
+# --- bundles: manifest edits -------------------------------------------------------------
+
+
+def json_paths(value, prefix=()) -> list[tuple]:
+    """Every key/index path into a JSON value (long lists sampled by their first items)."""
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += json_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value[:3]):
+            found += json_paths(item, (*prefix, i))
+    return found
+
+
+def with_field(manifest: dict, path: tuple, value, delete: bool = False) -> dict:
+    """A copy of `manifest` with the field at `path` replaced by `value` (or deleted)."""
+    out = json.loads(json.dumps(manifest))
+    parent = out
+    for key in path[:-1]:
+        parent = parent[key]
+    if delete and isinstance(parent, dict):
+        parent.pop(path[-1])
+    else:
+        parent[path[-1]] = value
+    return out
+
+
+def lies(folder: Path, manifest: object) -> bool:
+    """True when a file the manifest lists has other bytes than its recorded sha256: verify
+    must then never say intact."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return False
+    for rel, info in files.items():
+        path = folder / str(rel)
+        if isinstance(info, dict) and path.is_file():
+            if hashlib.sha256(path.read_bytes()).hexdigest() != info.get("sha256"):
+                return True
+    return False

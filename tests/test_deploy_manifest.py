@@ -98,7 +98,7 @@ def test_read_manifest_refuses_what_is_not_a_bundle(bundle, tmp_path):
     with pytest.raises(QtoolError, match="has no manifest.json"):
         read_manifest(tmp_path)
     (bundle / "manifest.json").write_text("{not json")
-    with pytest.raises(QtoolError, match="not valid JSON"):
+    with pytest.raises(QtoolError, match="not JSON"):
         read_manifest(bundle)
 
 

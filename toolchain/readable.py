@@ -76,7 +76,7 @@ def read_json(
             param=param,
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise QtoolError(f"{what} {path} is not valid JSON ({exc})", param=param) from exc
+        raise QtoolError(f"{what} {path} is not JSON ({exc})", param=param) from exc
     limits.check("json_depth", json_depth(data), f"the nesting of {what} {path}", param=param)
     return value
 

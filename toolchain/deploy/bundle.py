@@ -44,6 +44,7 @@ from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import initializer_roles
 from qtool.modelfile.summary import dtype_name, graph_inputs, value_spec
 from qtool.outputs import check_output_path, replace_dir, staging_dir, to_jsonable
+from qtool.readable import read_json
 
 BUNDLE_FORMATS = ("dir", "tar.gz", "zip")
 
@@ -127,14 +128,9 @@ def read_reports(paths: list[Path]) -> dict[str, dict]:
     advice = "give a JSON report written by qtool (eval, quantize, bench or flip)"
     reports: dict[str, dict] = {}
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise QtoolError(f"report {path} does not exist: {advice}", param="report_paths")
-        try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise QtoolError(
-                f"report {path} is not JSON ({exc}); {advice}", param="report_paths"
-            ) from exc
+        payload = read_json(path, "report", param="report_paths")
         if not isinstance(payload, dict):
             raise QtoolError(f"report {path} is not a JSON object; {advice}", param="report_paths")
         name = path.name

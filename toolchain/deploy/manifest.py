@@ -177,7 +177,7 @@ def check_manifest(manifest: dict, path: Path) -> None:
     data_files = model.get("data_files", [])
     if not isinstance(data_files, list) or not all(isinstance(f, str) for f in data_files):
         raise _fail(path, "model.data_files is not a list of file names")
-    tensors = manifest.get("initializers", [])
+    tensors = manifest.get("initializers")
     if not isinstance(tensors, list):
         raise _fail(path, "'initializers' is not a list")
     for i, item in enumerate(tensors):

@@ -32,7 +32,7 @@ from pathlib import Path
 from qtool.deploy.manifest import MANIFEST, SIGNATURE
 from qtool.errors import MissingExtra, QtoolError, WorkFailed
 from qtool.outputs import atomic_path, atomic_write, check_output_path
-from qtool.readable import is_regular
+from qtool.readable import is_regular, regular_file
 
 ALGORITHM = "ed25519"
 SIGNATURE_FORMAT = "qtool-signature"
@@ -136,8 +136,7 @@ def generate_keypair(out: Path, force: bool = False) -> KeyPair:
 
 
 def _read_key_file(path: Path, what: str, param: str) -> bytes:
-    if not path.is_file():
-        raise QtoolError(f"{what} {path} does not exist: check the path", param=param)
+    regular_file(path, what, param=param)  # a FIFO or device is refused, not read
     if path.stat().st_size > MAX_KEY_FILE_BYTES:
         raise QtoolError(f"{path} is over 64 KiB; it is not a {what} file", param=param)
     return path.read_bytes()

@@ -89,7 +89,10 @@ def check_model(
     `path`, the model file, when given) and the ONNX checker. Returns the initializers'
     locations."""
     check_text(model, where)
-    locations = locate_initializers(data, None if path is None else path.parent)
+    try:
+        locations = locate_initializers(data, None if path is None else path.parent)
+    except QtoolError as exc:
+        raise QtoolError(f"{where}: {exc}") from exc
     check_tensors(locations, where, path)
     try:
         onnx.checker.check_model(model if path is None else str(path))
