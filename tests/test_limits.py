@@ -59,3 +59,12 @@ def test_cli_limit_option_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("QTOOL_LIMITS", "data-bytes=100")
     refused(cli("eval", model, "--data", f"npz:{path}"), match="data-bytes limit")
     refused(cli("--limit", "pixels=lots", "inspect", model), match="--limit")
+
+
+def test_the_readme_table_lists_every_limit_with_its_default():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text.split("<!-- limits -->", 1)[1].split("\n\n", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{n}` | {d} | {doc} |" for n, d, doc in limits.describe()]

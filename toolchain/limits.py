@@ -25,8 +25,8 @@ from qtool.errors import QtoolError
 GiB, MiB = 2**30, 2**20
 
 
-def _doc(text: str, unit: str = "") -> dict:
-    return {"doc": text, "unit": unit}
+def _doc(text: str, unit: str = "", shown: str | None = None) -> dict:
+    return {"doc": text, "unit": unit, "shown": shown}
 
 
 def _default_threads() -> int:
@@ -46,7 +46,7 @@ class Limits:
     bundle_ratio: int = field(
         default=100,
         metadata=_doc("unpacked size / archive size of a bundle archive over 64 MiB "
-                      "(zip/tar bombs; model weights compress by less than 2x)", "x"),
+                      "(zip/tar bombs; real bundles compress by under 5x)", "", "100x"),
     )  # fmt: skip
     data_bytes: int = field(
         default=4 * GiB,
@@ -67,8 +67,8 @@ class Limits:
     batch: int = field(default=4096, metadata=_doc("samples per batch of bench", "samples"))
     threads: int = field(
         default_factory=_default_threads,
-        metadata=_doc("ONNX Runtime threads or worker processes of one call (default: 4 x "
-                      "the CPUs here)", "threads"),
+        metadata=_doc("ONNX Runtime threads or worker processes of one call", "threads",
+                      "4 x the CPUs"),
     )  # fmt: skip
     json_bytes: int = field(
         default=256 * MiB,
@@ -90,7 +90,11 @@ def describe() -> list[tuple[str, str, str]]:
     """(name, default, what it bounds) of every limit, for --help and the README table."""
     defaults = Limits()
     return [
-        (cli_name(f.name), human(getattr(defaults, f.name), f.metadata["unit"]), f.metadata["doc"])
+        (
+            cli_name(f.name),
+            f.metadata["shown"] or human(getattr(defaults, f.name), f.metadata["unit"]),
+            f.metadata["doc"],
+        )
         for f in fields(Limits)
     ]
 
