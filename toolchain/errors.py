@@ -35,3 +35,12 @@ class MissingExtra(QtoolError):
         )
         self.package = package
         self.extra = extra
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived (raised by the CLI's handler, like SIGINT's
+    KeyboardInterrupt), so cleanup in `finally` blocks runs; exit 128 + `signum`."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = int(signum)

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtool import limits
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
 from qtool.faults.campaign.executor import (
@@ -73,6 +74,8 @@ class CampaignPlan(Selection):
             raise QtoolError(f"{self.trials} trials: give at least 1, or auto", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
+        limits.check("trials", self.trials, "trials per budget", param="trials")
+        limits.check("threads", self.workers, "worker processes", param="workers")
 
     @property
     def auto(self) -> bool:

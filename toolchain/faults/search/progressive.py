@@ -28,7 +28,6 @@ from qtool.faults.storage.manifest import (
     tensor_record,
 )
 from qtool.modelfile.buffers import ModelFiles, sha256_hex, write_model_files
-from qtool.outputs import write_json
 from qtool.report import info, progress
 
 METHODS = ("auto", "gradient", "oracle")
@@ -332,7 +331,6 @@ def write_search(
     if result.files is None:
         raise QtoolError("this search result holds no model bytes to write")
     if out is not None:
-        write_model_files(result.files, out, force=force)
         result.manifest["out"] = str(out)
-    if manifest is not None:
-        write_json(manifest, result.manifest)
+    pair = None if manifest is None else (manifest, result.manifest)
+    write_model_files(result.files, out, force=force, manifest=pair)  # one unit
