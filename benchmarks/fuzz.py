@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -113,97 +114,85 @@ def verify_case(case: Path, base: Base, index: int, seed: int) -> tuple[bool, st
     return lies(folder, edited), how
 
 
-def worker(
-    command: str,
-    bases: dict,
-    start: int,
-    cases: int,
-    seed: int,
-    folder: str,
-    conn,
-    memory_limit: int,
-) -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+def worker(job: int, jobs: int, start: int, options: dict, conn) -> None:
+    """Cases start, start + jobs, ... (those of this job): each mutant made and judged by the
+    oracle once, then every command run on it in-process."""
+    resource.setrlimit(resource.RLIMIT_AS, (options["memory_limit"],) * 2)
     from click.testing import CliRunner
 
     runner = CliRunner()
+    bases, seed = options["bases"], options["seed"]
     clean = {kind: Path(base.model).read_bytes() for kind, base in bases.items()}
-    case = Path(folder) / f"case-{command}"
-    for index in range(start, cases):
+    case = Path(options["folder"]) / f"case-{job}"
+    bundle_case = Path(options["folder"]) / f"case-{job}-verify"
+    for index in range(start, options["cases"], jobs):
         kind = KINDS[index % 2]
         base = bases[kind]
-        conn.send(("start", index))
-        if command == "verify":
-            verdict, how = verify_case(case, base, index, seed)
-            outcome = run_case(command, base, case, "lies" if verdict else None, runner)
-        else:
-            mutant, extra, how = make_mutant(index, seed, clean[kind])
-            write_case(case, base, mutant, extra)
-            verdict = malformed(case / "in" / "m.onnx")
-            outcome = run_case(command, base, case, verdict, runner)
-        first = outcome.stderr.strip().splitlines()[:1]
-        conn.send(
-            (
-                "done",
-                index,
-                outcome.exit_code,
-                outcome.internal,
-                outcome.accepted_malformed,
-                bool(outcome.inputs_changed),
-                outcome.one_line,
-                first[0][:300] if first else "",
-                how,
-                outcome.seconds,
+        mutant, extra, how = make_mutant(index, seed, clean[kind])
+        write_case(case, base, mutant, extra)
+        verdict = malformed(case / "in" / "m.onnx")
+        for command in options["commands"]:
+            conn.send(("start", index, command))
+            if command == "verify":
+                lying, vhow = verify_case(bundle_case, base, index, seed)
+                outcome = run_case(command, base, bundle_case, "lies" if lying else None, runner)
+            else:
+                outcome, vhow = run_case(command, base, case, verdict, runner), how
+            first = outcome.stderr.strip().splitlines()[:1]
+            conn.send(
+                (
+                    "done",
+                    command,
+                    index,
+                    outcome.exit_code,
+                    outcome.internal,
+                    outcome.accepted_malformed,
+                    bool(outcome.inputs_changed),
+                    outcome.one_line,
+                    first[0][:300] if first else "",
+                    vhow,
+                    outcome.seconds,
+                )
             )
-        )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    conn.send(("peak", peak))
+    conn.send(("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
     conn.close()
 
 
-def run_command(command, bases, cases, seed, folder, timeout, memory_limit, results):
-    """Run every case of one command in a worker, restarting it after a hang."""
-    stats = results[command]
-    start = 0
+def run_job(job: int, jobs: int, options: dict, results: dict, peaks: list) -> None:
+    """One worker process over this job's cases; a worker silent for the timeout is killed
+    (a hang, counted against the command it was running) and restarted at the next case."""
+    start = job
     ctx = mp.get_context("fork")
-    while start < cases:
+    while start < options["cases"]:
         parent, child = ctx.Pipe()
-        proc = ctx.Process(
-            target=worker,
-            args=(command, bases, start, cases, seed, folder, child, memory_limit),
-        )
+        proc = ctx.Process(target=worker, args=(job, jobs, start, options, child))
         proc.start()
         child.close()
-        current = start
-        finished = False
+        current, command = start, options["commands"][0]
         while True:
-            if not parent.poll(timeout):
-                stats["hangs"] += 1
-                stats["hang_cases"].append(current)
+            if not parent.poll(options["timeout"]):
+                results[command]["hangs"] += 1
+                results[command]["hang_cases"].append(current)
                 proc.kill()
                 proc.join()
-                start = current + 1
+                start = current + jobs
                 break
             try:
                 msg = parent.recv()
             except EOFError:  # the worker died (a crash in native code, the OOM killer)
                 proc.join()
-                stats["crashes"] += 1
-                stats["crash_cases"].append((current, proc.exitcode))
-                start = current + 1
+                results[command]["crashes"] += 1
+                results[command]["crash_cases"].append((current, proc.exitcode))
+                start = current + jobs
                 break
             if msg[0] == "start":
-                current = msg[1]
+                current, command = msg[1], msg[2]
             elif msg[0] == "done":
-                record(stats, msg)
-            elif msg[0] == "peak":
-                stats["peak"] = max(stats["peak"], msg[1])
-                finished = True
+                record(results[msg[1]], msg[1:])
+            else:
+                peaks.append(msg[1])
                 proc.join()
-                break
-        if finished:
-            break
-    return stats
+                return
 
 
 def record(stats, msg) -> None:
@@ -270,25 +259,22 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="qtool-fuzz-"))
     bases = {kind: Base.make(kind, path, folder / "bases") for kind, path in models.items()}
     commands = [c for c in args.commands.split(",") if c]
-    memory_limit = int(args.memory_gib * 2**30)
+    options = {
+        "bases": bases,
+        "seed": args.seed,
+        "cases": args.cases,
+        "folder": str(folder),
+        "commands": commands,
+        "timeout": args.timeout,
+        "memory_limit": int(args.memory_gib * 2**30),
+    }
     started = time.perf_counter()
-    from concurrent.futures import ThreadPoolExecutor
-
     results = {c: new_stats() for c in commands}
+    peaks: list[int] = []
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = [
-            pool.submit(
-                run_command,
-                c,
-                bases,
-                args.cases,
-                args.seed,
-                str(folder),
-                args.timeout,
-                memory_limit,
-                results,
-            )
-            for c in commands
+            pool.submit(run_job, job, args.jobs, options, results, peaks)
+            for job in range(args.jobs)
         ]
         for f in futures:
             f.result()
@@ -296,11 +282,11 @@ def main() -> None:
     sample = process_runs(
         bases, make_mutant, args.seed, folder, args.subprocess_cases, args.timeout
     )
-    report(results, sample, args, wall, memory_limit)
+    report(results, sample, args, wall, options["memory_limit"], peaks)
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def report(results, sample, args, wall, memory_limit) -> None:
+def report(results, sample, args, wall, memory_limit, peaks) -> None:
     print(
         f"qtool fuzz: {args.cases} mutants of the demo's INT8 CNN and MLP (alternating), "
         f"seed {args.seed}; CPU: {cpu_model()}, {os.cpu_count()} CPUs; wall {wall:.0f} s"
@@ -317,7 +303,7 @@ def report(results, sample, args, wall, memory_limit) -> None:
         "hangs",
         "crashes",
         "multi-line",
-        "peak RSS",
+        "peak RSS (process)",
         "mean ms",
     ]
     print(" | ".join(head))
@@ -335,15 +321,17 @@ def report(results, sample, args, wall, memory_limit) -> None:
             s["hangs"],
             s["crashes"],
             s["multiline"],
-            f"{s['peak'] / 2**20:.0f} MiB",
+            f"{sample['peak_rss'].get(command, 0) / 2**20:.0f} MiB",
             f"{1000 * s['seconds'] / max(s['cases'], 1):.0f}",
         ]
         print(" | ".join(str(v) for v in row))
         for key in ("cases", "internal", "accepted", "changed", "hangs", "crashes", "multiline"):
             total[key] += s[key]
     print(
-        f"total: {dict(total)}; memory bound: RLIMIT_AS {memory_limit / 2**30:.1f} GiB per "
-        "worker process"
+        f"total: {dict(total)}; in-process workers ran under RLIMIT_AS "
+        f"{memory_limit / 2**30:.1f} GiB each, peak RSS {max(peaks, default=0) / 2**20:.0f} MiB "
+        f"(all commands, {args.cases} cases); peak RSS column: the largest real `qtool` "
+        "process of that command in the sample below"
     )
     for command, s in results.items():
         for key in ("internal", "accepted", "changed", "multiline"):

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -31,28 +33,51 @@ def process_runs(bases, make_mutant, seed: int, folder: Path, count: int, timeou
     return out
 
 
+def run_measured(cmd: list[str], timeout: float) -> tuple[int, str, int] | None:
+    """(exit code, stderr, peak RSS in bytes) of one process, None when it outlives the
+    timeout (it is killed): wait4 gives the child's own rusage."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                proc.kill()
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return None
+            time.sleep(0.005)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return proc.returncode, err.read().decode(errors="replace"), usage.ru_maxrss * 1024
+
+
 def stderr_sample(bases, make_mutant, seed, folder: Path, count: int, timeout: float) -> dict:
-    """`count` mutants (other than the in-process ones) per command as `qtool` processes."""
-    out = {"runs": 0, "multiline": [], "hangs": 0, "ort_log_lines": 0, "internal": 0}
+    """`count` mutants (other than the in-process ones) through every command as `qtool`
+    processes: stderr as a user sees it, and each command's peak RSS."""
+    out = {"runs": 0, "multiline": [], "hangs": 0, "ort_log_lines": 0, "internal": 0,
+           "peak_rss": Counter()}  # fmt: skip
     clean = {kind: Path(base.model).read_bytes() for kind, base in bases.items()}
     case = folder / "subprocess-case"
     for index in range(count):
         kind = KINDS[index % 2]
         mutant, extra, how = make_mutant(10**6 + index, seed, clean[kind])
         write_case(case, bases[kind], mutant, extra)
-        for command in COMMANDS:
+        for command in (*COMMANDS, "verify"):
             shutil.rmtree(case / "out", ignore_errors=True)
             (case / "out").mkdir()
-            cmd = [*QTOOL, *argv(command, bases[kind], case)]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
+            done = run_measured([*QTOOL, *argv(command, bases[kind], case)], timeout)
+            if done is None:
                 out["hangs"] += 1
                 continue
+            code, stderr, rss = done
             out["runs"] += 1
-            lines = proc.stderr.strip().splitlines()
-            out["internal"] += "internal error" in proc.stderr or proc.returncode not in (0, 1, 2)
-            if proc.returncode == 2 and len(lines) != 1:
+            out["peak_rss"][command] = max(out["peak_rss"][command], rss)
+            lines = stderr.strip().splitlines()
+            out["internal"] += "internal error" in stderr or code not in (0, 1, 2)
+            if code == 2 and len(lines) != 1:
                 out["multiline"].append((command, how, lines[:3]))
             out["ort_log_lines"] += sum(":onnxruntime:" in ln for ln in lines)
     return out

@@ -37,7 +37,6 @@ from qtool.report import progress
 from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
 
 DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
-MAX_TRIALS_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,7 +73,8 @@ class CampaignPlan(Selection):
             raise QtoolError(f"{self.trials} trials: give at least 1, or auto", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
-        limits.check("trials", self.trials, "trials per budget", param="trials")
+        if not self.auto:
+            limits.check("trials", self.trials, "trials per budget", param="trials")
         limits.check("threads", self.workers, "worker processes", param="workers")
 
     @property
@@ -91,11 +91,9 @@ class CampaignPlan(Selection):
             raise QtoolError(
                 f"{self.confidence}: give a confidence between 0.5 and 1", param="confidence"
             )
-        if not 1 <= self.max_trials <= MAX_TRIALS_LIMIT:
-            raise QtoolError(
-                f"{self.max_trials}: give 1 to {MAX_TRIALS_LIMIT} trials per budget",
-                param="max_trials",
-            )
+        if self.max_trials < 1:
+            raise QtoolError(f"{self.max_trials}: give at least 1 trial", param="max_trials")
+        limits.check("trials", self.max_trials, "trials per budget", param="max_trials")
 
 
 @dataclass
