@@ -9,8 +9,8 @@ claim) and on any `--npz` file given, keeps the epoch best on the validation spl
 quantises to INT8 (qtool.quantization as it stands) and prints per model: parameters, FLOPs,
 file size, test accuracy, p50 latency at batch 1 and 32 (1 thread, the four models timed
 interleaved by qtool's bench library) and energy per inference, estimated from CPU time (or
-RAPL where readable) and, when `qtool.runtimes.analytic_energy` exists, analytic (operation
-counts x a 45 nm energy table). Then the paper's ranges beside SASA INT8 / CNN FP32, and the
+RAPL where readable) and analytic (`qtool.runtimes.analytic_energy`: operation counts x a
+45 nm energy table). Then the paper's ranges beside SASA INT8 / CNN FP32, and the
 issue's targets. It reports; it does not assert.
 
 SASA INT8 is quantised with the attention core kept in FP32 (`--sasa-exclude`, default
@@ -49,11 +49,7 @@ from qtool.quantization.quantize import QuantizeOptions, quantize_model
 from qtool.quantization.settings import cpu_flags
 from qtool.report import fmt_bytes, fmt_count, show, table
 from qtool.runtimes import make_session
-
-try:  # the paper's own (analytic) energy method, added by issue 17 part 3
-    from qtool.runtimes.analytic_energy import analytic_energy
-except ImportError:  # not there yet: the column is left out
-    analytic_energy = None
+from qtool.runtimes.analytic_energy import analytic_energy
 
 MODELS = ("cnn", "sasa")
 BATCHES = (1, 32)
@@ -122,10 +118,9 @@ def describe(path: Path, data: str) -> dict:
         "file_bytes": summary.file_bytes,
         "test_accuracy": test_accuracy(path, data),
     }
-    if analytic_energy is not None:
-        result = analytic_energy(model)
-        facts["analytic_pj"] = float(result.pj_per_inference)
-        facts["analytic"] = {k: v for k, v in vars(result).items() if _plain(v)}
+    result = analytic_energy(model)
+    facts["analytic_pj"] = float(result.pj_per_inference)
+    facts["analytic"] = {k: v for k, v in vars(result).items() if _plain(v)}
     return facts
 
 
@@ -339,7 +334,7 @@ def main() -> None:
         print("targets: " + TARGETS)
         print("\n".join(result["verdicts"]))
         results.append(result)
-    payload = {"environment": env, "results": results, "analytic": analytic_energy is not None}
+    payload = {"environment": env, "results": results, "analytic": True}
     if args.pipeline:
         stages = pipeline_stages(args.workdir / "data0", args.data, args.seed)
         show(stage_table(stages))
