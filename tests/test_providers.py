@@ -185,6 +185,7 @@ def test_predict_refuses_a_recorded_provider_it_cannot_use_unless_told(files, tm
         assert "validated on execution provider openvino (fp32), which cannot be used" in (
             refused.text
         )
-        assert OPENVINO_REASON in refused.text and "--provider cpu" in refused.text
+        assert OPENVINO_REASON in refused.text and refused.text.startswith("error: --provider:")
+        assert "another provider to run it there deliberately (e.g. cpu" in refused.text
     told = run("predict", bundle, samples, "--provider", "cpu")
-    assert told.exit_code == 0 and "asked (--provider)" in told.text
+    assert told.exit_code == 0 and "on cpu (fp32), asked)" in told.text

@@ -103,8 +103,13 @@ class QtoolGroup(click.Group):
         except (QtoolError, WorkFailed) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            message = str(exc)
-            flag = flag_for(self._invoked(ctx), getattr(exc, "param", None))
+            invoked = self._invoked(ctx)
+            message = (
+                exc.render(lambda name: flag_for(invoked, name))
+                if isinstance(exc, QtoolError)
+                else str(exc)
+            )
+            flag = flag_for(invoked, getattr(exc, "param", None))
             if isinstance(exc, limits.LimitExceeded) and not (flag or "").startswith("--max-"):
                 command = ctx.invoked_subcommand
                 message += f"; to allow it: qtool --limit {exc.limit}=N {command} ..."

@@ -37,7 +37,7 @@ from typing import IO
 
 import numpy as np
 
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, option
 
 TEMP_MARK = ".qtool-tmp-"
 NAME_MAX = 255  # bytes of one file name on Linux/macOS file systems
@@ -143,7 +143,8 @@ def _check_output_path(
     if out.exists() or out.is_symlink():
         if not force:
             raise QtoolError(
-                f"output {out} already exists: choose another path or pass --force", param=param
+                f"output {out} already exists: choose another path or pass {option('force')}",
+                param=param,
             )
         if kind == "file" and out.is_dir():
             raise QtoolError(f"output {out} is a folder; give a file path", param=param)

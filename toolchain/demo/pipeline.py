@@ -32,7 +32,7 @@ from typing import Any
 
 from qtool import __version__
 from qtool.demo.attack_stage import stage_attack
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, option
 from qtool.outputs import write_json
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, info
 
@@ -499,15 +499,15 @@ TABLE_TITLES = {
 
 
 def prepare_out_dir(out_dir: Path, force: bool) -> Path:
-    """Create the output folder; refuse one holding files unless --force."""
+    """Create the output folder; refuse one holding files unless forced."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise QtoolError(f"demo output {out_dir} is a file; give a folder with --out")
+        raise QtoolError(f"demo output {out_dir} is a file; give a folder", param="out_dir")
     previous_demo = (out_dir / SUMMARY_FILE).is_file()  # a demo folder is the demo's to rewrite
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force and not previous_demo:
         raise QtoolError(
-            f"demo output folder {out_dir} is not empty: pass --force to overwrite it "
-            "or choose another --out"
+            f"demo output folder {out_dir} is not empty: pass {option('force')} to overwrite "
+            "it or choose another folder"
         )
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

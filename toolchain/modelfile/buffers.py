@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 
-from qtool.errors import QtoolError
+from qtool.errors import QtoolError, option
 from qtool.modelfile.load import external_data_path, model_path, parse_model
 from qtool.modelfile.locate import graph_nodes
 from qtool.outputs import check_output_path, commit_together, staged_file, to_jsonable
@@ -160,7 +160,7 @@ def _external_targets(files: ModelFiles, out: Path, force: bool) -> list:
         if target.exists() and not force:
             raise QtoolError(
                 f"external-data file {target} already exists: choose another folder or "
-                "pass --force",
+                f"pass {option('force')}",
                 param="out",
             )
         target.parent.mkdir(parents=True, exist_ok=True)

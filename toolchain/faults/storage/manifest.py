@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtool import __version__
-from qtool.errors import QtoolError, WorkFailed
+from qtool.errors import QtoolError, WorkFailed, option
 from qtool.faults.storage.models import BitSite, StuckAt
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import Target
@@ -227,7 +227,7 @@ def replay(path: str | Path, manifest: dict, undo: bool = False, force: bool = F
         what = "flipped model the manifest produced" if undo else "model the manifest was made on"
         raise QtoolError(
             f"{path} is not the {what} (sha256 {sha[''][:12]}... != {expect[:12]}...); "
-            "pass --force to apply the flips by tensor name and bit anyway"
+            f"pass {option('force')} to apply the flips by tensor name and bit anyway"
         )
     if not undo and manifest.get("converted_to_raw_data"):
         keys = {(o["graph"], o["tensor"]) for o in manifest["converted_originals"]}
