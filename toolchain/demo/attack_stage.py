@@ -15,7 +15,7 @@ from qtool.outputs import write_json
 from qtool.report import fmt_pct, info
 
 if TYPE_CHECKING:
-    from qtool.demo.pipeline import DemoContext
+    from qtool.demo.context import DemoContext
 
 DEMO_ATTACK_MODEL = "cnn"
 DEMO_ATTACK_EPS = (0.1, 64 / 255)  # the ETF authors' budget, and one 8x8 digits notice
