@@ -21,6 +21,7 @@ from qtool.models.train_state import LoopState, restore, snapshot
 
 MIN_STD = 1e-6
 TRAIN_THREADS = 1
+EVAL_BATCH = 256  # samples per forward pass when validating and predicting
 
 
 @dataclass
@@ -150,10 +151,12 @@ def _train_epoch(run: _Run, xt, yt, torch) -> float:
 
 
 def _validate(run: _Run, xv, yv, torch) -> tuple[float, float]:
-    """(accuracy, loss) on the normalised validation set."""
+    """(accuracy, loss) on the normalised validation set, in chunks of EVAL_BATCH samples
+    (activations of a 64 px model on a whole validation split would take gigabytes)."""
     run.module.eval()
     with torch.no_grad():
-        val_logits = run.module(xv)
+        chunks = [run.module(xv[i : i + EVAL_BATCH]) for i in range(0, len(xv), EVAL_BATCH)]
+        val_logits = torch.cat(chunks)
         val_loss = float(run.loss_fn(val_logits, yv))
         val_acc = float((val_logits.argmax(1) == yv).float().mean())
     return val_acc, val_loss
@@ -172,6 +175,7 @@ def train(
     seed: int = 0,
     epochs: int | None = None,
     lr: float | None = None,
+    architecture: dict | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
     resume: dict | None = None,
@@ -183,11 +187,14 @@ def train(
     ({"state_dict": best weights, "resume": snapshot}); the run continues after its last
     epoch and ends with the weights an uninterrupted run ends with. Ctrl-C during an epoch
     stops the run with `stopped="interrupted"` (that epoch's work is dropped; the last
-    snapshot handed to `on_epoch` is the one to resume from).
+    snapshot handed to `on_epoch` is the one to resume from). `architecture` is
+    `spec.architecture(size, width, depth)` (None: the default size); it is recorded in the
+    config so that a checkpoint rebuilds the same network.
     """
     import torch
 
     start = time.perf_counter()
+    arch = dict(architecture or spec.architecture())
     epochs = spec.epochs if epochs is None else int(epochs)
     lr = spec.lr if lr is None else float(lr)
     batch_size = spec.batch_size if batch_size is None else int(batch_size)
@@ -199,7 +206,7 @@ def train(
     with _deterministic(torch, threads):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        module = spec.build(input_shape, len(class_names))
+        module = spec.build(input_shape, len(class_names), arch)
         xt, yt = torch.from_numpy(xtr), torch.from_numpy(np.asarray(y_train, dtype=np.int64))
         xv = _normalize(torch.from_numpy(xva), norm, torch)
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
@@ -217,6 +224,7 @@ def train(
 
         def config_now() -> dict:
             fixed = {"epochs": epochs, "lr": lr, "threads": threads, "seed": int(seed)}
+            fixed["architecture"] = arch
             return _config(spec, dataset, input_shape, norm, class_names, run, loop, fixed)
 
         def checkpoint() -> dict:
@@ -284,7 +292,7 @@ def _fit(
     return stopped
 
 
-def predict(module, x: np.ndarray, config: dict, batch: int = 256) -> np.ndarray:
+def predict(module, x: np.ndarray, config: dict, batch: int = EVAL_BATCH) -> np.ndarray:
     """Torch class scores for raw samples (flattened/normalised per the checkpoint config)."""
     import torch
 

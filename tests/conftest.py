@@ -41,3 +41,24 @@ def zoo_models(zoo_checkpoints, tmp_path_factory) -> dict[str, Path]:
         export_model(name, path, weights=ckpt)
         out[name] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory) -> str:
+    """A `dask scheduler` and two single-thread `dask worker` processes on 127.0.0.1, started
+    once for the session and stopped at its end (also when a test fails)."""
+    pytest.importorskip("distributed")
+    from dask_cluster import scheduler_and_workers
+
+    with scheduler_and_workers(tmp_path_factory.mktemp("dask")) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
+def int8_models(tmp_path_factory) -> dict[str, Path]:
+    """Small INT8 QDQ models shaped like the demo's: "cnn" (digits) and "mlp" (breast-cancer),
+    with qtool metadata; about a second to make (tests/hostile_models.py)."""
+    from hostile_models import int8_cnn, int8_mlp
+
+    folder = tmp_path_factory.mktemp("int8_models")
+    return {"cnn": int8_cnn(folder), "mlp": int8_mlp(folder)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,7 +52,7 @@ class Summary:
     accuracy_under_attack: float
     linf_max: float
     l2_max: float
-    seconds_per_example: float
+    per_example_seconds: float  # crafting time per crafted example
     median_queries: float | None = None
     query_rows: int = 0
 
@@ -71,9 +71,11 @@ class AttackReport:
     summaries: list[Summary]
     units: list[UnitResult]
     model_sha256: dict[str, str]
-    seconds: float
+    attack_seconds: float
     examples: dict | None = None
     notes: list[str] = field(default_factory=list)
+    workers: int = 1
+    cluster: str | None = None
 
     def to_dict(self) -> dict:
         rows = []
@@ -87,9 +89,11 @@ class AttackReport:
             "results": rows,
             "units": unit_rows,
             "model_sha256": self.model_sha256,
-            "seconds": self.seconds,
+            "attack_seconds": self.attack_seconds,
             "examples": self.examples,
             "notes": self.notes,
+            "workers": self.workers,
+            "cluster": self.cluster,
         }
 
 
@@ -107,24 +111,49 @@ def prepare(settings: AttackSettings) -> dict[str, str]:
     return digests
 
 
+# (settings, units, index of the unit whose images to keep or None) -> (index, result, images
+# or None) for every unit, in any order; `in_process` here, `attacks/distributed.py` on Dask
+UnitExecutor = Callable[
+    [AttackSettings, list[Unit], int | None],
+    Iterator[tuple[int, UnitResult, np.ndarray | None]],
+]
+
+
+def in_process(
+    settings: AttackSettings, todo: list[Unit], keep: int | None
+) -> Iterator[tuple[int, UnitResult, np.ndarray | None]]:
+    for i, unit in enumerate(todo):
+        result, x_adv = run_unit(settings, unit)
+        yield i, result, x_adv if i == keep else None
+
+
 def run_attack(
     settings: AttackSettings,
     *,
     keep_examples: bool = False,
     on_unit: Callable[[Unit, UnitResult], None] | None = None,
+    executor: UnitExecutor | None = None,
 ) -> tuple[AttackReport, np.ndarray | None]:
     """Run every unit; returns the report and, with keep_examples, the adversarial images of
     the first setting (first method, K, eps and seed, on the first model)."""
     start = time.perf_counter()
     before = prepare(settings)
-    results, kept = [], None
-    for unit in units(settings):
-        result, x_adv = run_unit(settings, unit)
-        results.append(result)
-        if keep_examples and kept is None and unit.method == settings.all_methods()[0]:
-            kept = (unit, result, x_adv)
+    todo = units(settings)
+    first = settings.all_methods()[0]
+    keep = next((i for i, u in enumerate(todo) if u.method == first), None)
+    slots: list[UnitResult | None] = [None] * len(todo)
+    kept = None
+    for i, result, x_adv in (executor or in_process)(
+        settings, todo, keep if keep_examples else None
+    ):
+        slots[i] = result
+        if x_adv is not None:
+            kept = (todo[i], result, x_adv)
         if on_unit is not None:
-            on_unit(unit, result)
+            on_unit(todo[i], result)
+    results = [r for r in slots if r is not None]
+    if len(results) != len(todo):
+        raise WorkFailed(f"{len(todo) - len(results)} of {len(todo)} attack units gave no result")
     after = {str(p): sha256_file(p) for p in settings.models}
     changed = [p for p in before if before[p] != after[p]]
     if changed:
@@ -134,7 +163,9 @@ def run_attack(
         summaries=summarize(results, settings),
         units=results,
         model_sha256=before,
-        seconds=time.perf_counter() - start,
+        attack_seconds=time.perf_counter() - start,
+        workers=getattr(executor, "workers", 1),
+        cluster=getattr(executor, "cluster", None),
     )
     if kept is None:
         return report, None
@@ -191,7 +222,7 @@ def summarize(results: list[UnitResult], settings: AttackSettings) -> list[Summa
                 accuracy_under_attack=sum(r.adv_correct for r in rs) / sum(r.attacked for r in rs),
                 linf_max=max(r.linf_max for r in rs),
                 l2_max=max(r.l2_max for r in rs),
-                seconds_per_example=sum(r.craft_seconds for r in rs) / max(crafted, 1),
+                per_example_seconds=sum(r.craft_seconds for r in rs) / max(crafted, 1),
                 median_queries=float(np.median(queries)) if queries else None,
                 query_rows=sum(r.query_rows for r in rs),
             )

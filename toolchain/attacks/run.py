@@ -105,10 +105,14 @@ def units(settings: AttackSettings) -> list[Unit]:
 
 # --- memoised inputs (bounded; results never depend on them) ---------------------------------
 
+# Inputs a distributed run sent to this worker process (`attacks/distributed.py`): data splits
+# by (spec, split) and model bytes by path, read in their place. Empty in a local run.
+SHIPPED: dict = {}
+
 
 @functools.lru_cache(maxsize=4)
 def _split(data: str, split: str) -> Dataset:
-    dataset = load_dataset(data, split)
+    dataset = SHIPPED[data, split] if (data, split) in SHIPPED else load_dataset(data, split)
     if dataset.kind != "image":
         raise QtoolError(
             f"data set {data} is a table; attacks perturb images in [0, 1]", param="data_spec"
@@ -137,15 +141,16 @@ def samples_of(settings: AttackSettings) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=8)
 def _target(path: str) -> Target:
-    return load_target(path)
+    return load_target(path, SHIPPED.get(path))
 
 
-@functools.lru_cache(maxsize=4)
-def _surrogate(spec: SurrogateSpec, data: str, k: int | None, seed: int):
+@functools.lru_cache(maxsize=6)
+def _surrogate(spec: SurrogateSpec, data: str, k: int | None, seed: int, task: str):
+    """The surrogate of (K, seed) trained on `task`; every task sees the same samples and seed."""
     from qtool.attacks.surrogate import train_surrogate
 
     knowledge = attacker_samples(_split(data, "train"), k, derive_seed(seed, k, "knowledge"))
-    return train_surrogate(spec, knowledge, derive_seed(seed, k, "surrogate"))
+    return train_surrogate(spec, knowledge, derive_seed(seed, k, "surrogate"), task)
 
 
 @functools.lru_cache(maxsize=8)
@@ -155,7 +160,7 @@ def _transfer(settings: AttackSettings, k: int | None, eps: float, method: str, 
     entry = METHODS.get(method)
     surrogate = None
     if entry.kind == "transfer":
-        surrogate = _surrogate(settings.surrogate, settings.data, k, seed)
+        surrogate = _surrogate(settings.surrogate, settings.data, k, seed, entry.surrogate_task)
     request = CraftRequest(
         x,
         y,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
@@ -44,8 +45,10 @@ class Target:
         return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def load_target(path: str | Path) -> Target:
+def load_target(path: str | Path, data: bytes | None = None) -> Target:
+    """The target at `path`, or from `data` (its bytes with any external data inlined, as
+    sent to a worker that does not have the file)."""
     path = Path(path)
-    meta = qtool_metadata(load_model(path))
-    session = make_session(path)
-    return Target(str(path), session, model_io(session, meta))
+    proto = load_model(path) if data is None else onnx.ModelProto.FromString(data)
+    session = make_session(path if data is None else data)
+    return Target(str(path), session, model_io(session, qtool_metadata(proto)))

@@ -21,6 +21,8 @@ from qtool.attacks.settings import (
 from qtool.commands.attack_views import attack_plot, results_table
 from qtool.commands.options import (
     check_outputs,
+    cluster_options,
+    cluster_spec,
     force_option,
     json_option,
     split_list,
@@ -85,7 +87,7 @@ def parse_k(text: str) -> list[int | None]:
 @click.option(
     "--method",
     "methods",
-    default="etf,feature,pgd-transfer,square",
+    default="etf-i,etf-c,feature,pgd-transfer,square",
     show_default=True,
     help=f"Attacks, comma-separated: {', '.join(METHODS.names())}. The noise floor always runs.",
 )
@@ -152,6 +154,7 @@ def parse_k(text: str) -> list[int | None]:
     help="Write the first setting's adversarial images as an .npz (MedMNIST layout) "
     "for qtool eval --data npz:PATH and qtool predict.",
 )
+@cluster_options
 @json_option
 @force_option
 def command(
@@ -172,6 +175,8 @@ def command(
     max_samples,
     plot_path,
     examples_path,
+    cluster,
+    cluster_timeout,
     json_path,
     force,
 ) -> None:
@@ -179,17 +184,19 @@ def command(
 
     The attacker has K labelled images per class from the train split and nothing else: no
     weights, no training data, no outputs. A surrogate trained on those images crafts the
-    examples (etf, feature: shallow-layer feature disruption; pgd-transfer: the surrogate's
-    logits); square queries the target's scores (Square Attack via ART). Every model is
-    queried only through ONNX Runtime and never modified. Success = fraction of correctly
-    classified samples whose prediction changes; an attack that does not beat random noise
-    of the same norm is reported as failing.
+    examples (etf-i, etf-c: the Error TransFormer on a surrogate trained without labels;
+    feature: shallow-layer feature disruption; pgd-transfer: the surrogate's logits); square
+    queries the target's scores (Square Attack via ART). Every model is queried only through
+    ONNX Runtime and never modified. Success = fraction of correctly classified samples whose
+    prediction changes; an attack that does not beat random noise of the same norm is
+    reported as failing.
 
     \b
     Examples:
       qtool attack cnn.onnx cnn.int8.onnx --data digits
-      qtool attack cnn.int8.onnx --data digits --eps 8/255,64/255 --method etf --seeds 5
+      qtool attack cnn.int8.onnx --data digits --eps 8/255,64/255 --method etf-i --seeds 5
       qtool attack m.onnx --data npz:x.npz --surrogate my_net.py:build --save-examples adv.npz
+      qtool attack cnn.onnx cnn.int8.onnx --data digits --seeds 10 --cluster local:2
     """
     check_outputs(
         force, [*models], json_path=json_path, plot_path=plot_path, examples_path=examples_path
@@ -209,7 +216,9 @@ def command(
         steps=steps,
         max_samples=max_samples,
     )
-    report, x_adv = _run(settings, examples_path is not None)
+    report, x_adv = _run(
+        settings, examples_path is not None, cluster_spec(cluster), cluster_timeout
+    )
     show(results_table(report))
     failing = [s for s in report.summaries if s.beats_floor is False]
     if failing:
@@ -233,7 +242,7 @@ def _save(path: Path, x_adv, settings: AttackSettings, setting: dict) -> None:
     )
 
 
-def _run(settings: AttackSettings, keep_examples: bool):
+def _run(settings: AttackSettings, keep_examples: bool, spec, timeout: float):
     from qtool.attacks.campaign import prepare, run_attack
     from qtool.attacks.run import units
 
@@ -245,4 +254,11 @@ def _run(settings: AttackSettings, keep_examples: bool):
         def on_unit(unit, result) -> None:
             bar.update(task, advance=1, status=f"{unit.method} K={result.k} seed {unit.seed}")
 
-        return run_attack(settings, keep_examples=keep_examples, on_unit=on_unit)
+        if spec is None:
+            return run_attack(settings, keep_examples=keep_examples, on_unit=on_unit)
+        from qtool.attacks.distributed import dask_units
+
+        with dask_units(spec, timeout) as execute:
+            return run_attack(
+                settings, keep_examples=keep_examples, on_unit=on_unit, executor=execute
+            )

@@ -53,7 +53,7 @@ def results_table(report: AttackReport) -> Table:
                 verdict(s),
                 _pct(s.accuracy_under_attack),
                 f"{255 * (s.linf_max if norm == 'linf' else s.l2_max):.2f}",
-                f"{1000 * s.seconds_per_example:.2f}",
+                f"{1000 * s.per_example_seconds:.2f}",
                 queries,
             ]
         )

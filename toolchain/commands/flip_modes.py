@@ -14,13 +14,14 @@ from qtool.commands.flip_views import (
     replay_table,
     search_table,
     seeds_table,
+    sizing_table,
 )
-from qtool.commands.options import write_json_report
+from qtool.commands.options import cluster_spec, write_json_report
 from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
 from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
-from qtool.modelfile.buffers import changed_files, read_model_files, write_model_files
-from qtool.outputs import atomic_write, write_json
+from qtool.modelfile.buffers import read_model_files, write_model_files
+from qtool.outputs import atomic_write
 from qtool.report import info, show
 
 if TYPE_CHECKING:
@@ -44,16 +45,15 @@ def injection(args: FlipArgs) -> None:
     """One injection into one model: write it, log it, optionally score it."""
     if args.csv_path or args.plot_path:
         raise QtoolError("--csv and --plot belong to campaigns (--trials T and --data)")
+    _no_cluster(args)
     model = args.models[0]
     settings = FlipSettings(bits=args.bits[0], seed=args.seed, **args.selection)
     result = inject(model, settings)
     manifest = result.manifest
     if args.out is not None:
-        changed = {e["file"] for e in manifest["flips"] if e["file"] is not None}
-        write_model_files(result.files, args.out, args.force, changed)
         manifest["out"] = str(args.out)
-    if args.manifest_path is not None:
-        write_json(args.manifest_path, manifest)
+    pair = None if args.manifest_path is None else (args.manifest_path, manifest)
+    write_model_files(result.files, args.out, args.force, manifest=pair)  # one unit
     show(flips_table(manifest))
     if manifest["converted_to_raw_data"]:
         info(
@@ -85,6 +85,7 @@ def replay_manifest(args: FlipArgs) -> None:
     """--apply / --undo: replay a manifest on MODEL (or undo it), byte for byte."""
     if args.apply_path and args.undo_path:
         raise QtoolError("give --apply or --undo, not both")
+    _no_cluster(args)
     if args.is_campaign or len(args.models) != 1:
         raise QtoolError("--apply/--undo work on one model and one manifest, not campaigns")
     if args.out is None:
@@ -94,7 +95,7 @@ def replay_manifest(args: FlipArgs) -> None:
     manifest = load_manifest(manifest_file)
     before = read_model_files(model).sha256()
     files = replay(model, manifest, undo=undo, force=args.force)
-    write_model_files(files, args.out, args.force, changed_files(before, files))
+    write_model_files(files, args.out, args.force)
     out_sha = files.sha256()[""]
     rows = [[str(model), before[""]], [str(args.out), out_sha]]
     show(replay_table("undid" if undo else "applied", len(manifest["flips"]), manifest_file, rows))
@@ -119,22 +120,40 @@ def campaign(args: FlipArgs) -> None:
             "campaigns keep flipped models in memory; --out/--manifest are for one "
             "injection (drop --trials and give one --bits count)"
         )
+    auto = args.trials == "auto"
+    if not auto and (args.margin is not None):
+        raise QtoolError("--margin sizes --trials auto; give --trials auto or drop --margin")
     plan = CampaignPlan(
         budgets=tuple(args.bits),
-        trials=args.trials or 10,
+        trials=10 if args.trials is None else args.trials,
         seed=args.seed,
         split=args.split,
         workers=args.workers,
         providers=tuple(args.providers),
         precision=args.precision,
+        margin=None if args.margin is None else args.margin / 100.0,
+        confidence=args.confidence / 100.0,
+        max_trials=args.max_trials,
         **args.selection,
     )
-    result = run_campaign(list(args.models), args.data_spec, plan)
+    spec = cluster_spec(args.cluster)
+    if spec is None:
+        result = run_campaign(list(args.models), args.data_spec, plan)
+    else:
+        if args.workers != 1:
+            raise QtoolError("give --workers (processes here) or --cluster, not both")
+        from qtool.faults.campaign.distributed import dask_executor
+
+        with dask_executor(spec, args.cluster_timeout) as execute:
+            result = run_campaign(list(args.models), args.data_spec, plan, executor=execute)
     show(campaign_table(result))
+    where = f"on {result.cluster}, " if result.cluster else ""
     info(
-        f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
-        f"({result.trials_per_second:.1f} trials/s, {args.workers} worker(s))"
+        f"{len(result.trial_results)} trials in {result.campaign_seconds:.1f} s "
+        f"({result.trials_per_s:.1f} trials/s, {where}{result.workers} worker(s))"
     )
+    if result.sizing is not None:
+        show(sizing_table(result.sizing))
     write_json_report(args.json_path, result)
     if args.csv_path:
         atomic_write(args.csv_path, stats_csv(result.stats))
@@ -159,12 +178,25 @@ def search(args: FlipArgs) -> None:
         show_progress=True,
         provider=args.providers[0],
         precision=args.precision,
+        cluster=cluster_spec(args.cluster),
+        cluster_timeout=args.cluster_timeout,
     )
     write_search(result, args.out, args.manifest_path, force=args.force)
     show(search_table(result))
     if summary is not None:
         show(seeds_table(summary, args.until_accuracy, args.seed))
-    write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
+    write_json_report(
+        args.json_path,
+        {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
+    )
+
+
+def _no_cluster(args: FlipArgs) -> None:
+    if args.cluster or args.trials == "auto" or args.margin is not None:
+        raise QtoolError(
+            "--cluster, --trials auto and --margin belong to campaigns (several --bits, "
+            "models or --trials) and --search seeds"
+        )
 
 
 def _check_search(args: FlipArgs) -> None:

@@ -99,7 +99,7 @@ def campaign_table(result: CampaignResult) -> Table:
         for s in result.stats
     ]
     title = (
-        f"bit-flip campaign: {result.trials} trials per budget, {result.data} "
+        f"bit-flip campaign: {_trials(result)} trials per budget, {result.data} "
         f"({result.split}, {result.samples} samples), targets={result.targets}, "
         f"positions={result.positions}, fault={result.fault}, seed={result.seed}, "
         f"run on {', '.join(result.providers)} ({result.models[0].precision}); "
@@ -142,7 +142,7 @@ def campaign_plot(result: CampaignResult, out: str | Path) -> Path:
     acc_ax.axhline(100 * result.chance, color="grey", linestyle="--", label="chance")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_title(
-        f"{result.data}: mean of {result.trials} trials per budget\n"
+        f"{result.data}: mean of {_trials(result)} trials per budget\n"
         "band: bootstrap 95 % interval of the mean",
         fontsize=10,
     )
@@ -195,6 +195,33 @@ def search_table(result: SearchResult) -> Table:
         f"{result.provider} ({result.precision}) (chance "
         f"{100 * result.chance:.1f} %{target})",
         ["flip", "element", "bit", "value", "search loss", "ORT attack loss", "test accuracy"],
+        rows,
+    )
+
+
+def _trials(result: CampaignResult) -> str:
+    return "auto-sized" if result.trials == "auto" else str(result.trials)
+
+
+def sizing_table(sizing: dict) -> Table:
+    """--trials auto: how many trials each budget took and which rule stopped it."""
+    margin, confidence = 100 * sizing["margin"], 100 * sizing["confidence"]
+    rows = [
+        [
+            Path(s.model).name,
+            s.bits,
+            f"10^{s.population_log10:.1f}",
+            s.leveugle_trials,
+            s.trials,
+            f"± {100 * s.halfwidth:.2f} pp",
+            s.stopped_by,
+        ]
+        for s in sizing["budgets"]
+    ]
+    return table(
+        f"Trials per budget for ± {margin:g} pp at {confidence:g} % confidence (bootstrap: the "
+        "interval got that narrow; leveugle: the sample-size formula's n; limit: --max-trials)",
+        ["model", "bits", "bit sets N", "formula n", "trials", "bootstrap", "stopped by"],
         rows,
     )
 

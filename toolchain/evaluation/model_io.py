@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from qtool import limits
 from qtool.data.shaping import fit_to_input, normalize
 from qtool.errors import QtoolError
 
@@ -64,6 +65,12 @@ def model_io(
     chosen_out = _pick_output(session.get_outputs(), output_name)
     norm = metadata.get("normalization") or {}
     names = metadata.get("class_names")
+    width = (chosen_out.shape or [None, None])[-1]
+    if names and isinstance(width, int) and width > 0 and len(names) != width:
+        raise QtoolError(
+            f"the model's metadata names {len(names)} classes but its output "
+            f"{chosen_out.name!r} scores {width}; fix qtool.class_names in its metadata"
+        )
     return ModelIO(
         input_name=chosen_in.name,
         input_shape=list(chosen_in.shape),
@@ -130,17 +137,42 @@ def run_scores(
     session: ort.InferenceSession, io: ModelIO, x: np.ndarray, batch: int = 64
 ) -> np.ndarray:
     """Class scores for prepared inputs, batch by batch (batch forced by a static input)."""
+    others = [i.name for i in session.get_inputs() if i.name != io.input_name]
+    if others:
+        raise QtoolError(
+            f"the model needs inputs {', '.join(repr(n) for n in others)} besides "
+            f"{io.input_name!r}; qtool feeds samples to one input (models with one required "
+            "input only)",
+            param="input_name",
+        )
     step = io.fixed_batch or batch
     chunks = []
     for start in range(0, len(x), step):
         part = x[start : start + step]
         if io.fixed_batch and len(part) < step:  # pad the last batch of a static-batch model
             pad = np.zeros((step - len(part),) + part.shape[1:], dtype=part.dtype)
-            out = session.run([io.output_name], {io.input_name: np.concatenate([part, pad])})[0]
-            out = out[: len(part)]
+            out = _run(session, io, np.concatenate([part, pad]))[: len(part)]
         else:
-            out = session.run([io.output_name], {io.input_name: part})[0]
-        chunks.append(np.asarray(out).reshape(len(part), -1))
+            out = _run(session, io, part)
+        if out.ndim == 0 or out.shape[0] != len(part) or out.size == 0:
+            raise QtoolError(
+                f"output {io.output_name!r} has shape {list(out.shape)} for a batch of "
+                f"{len(part)}; qtool reads one row of class scores per sample"
+            )
+        chunks.append(out.reshape(len(part), -1))
     if not chunks:
         raise QtoolError("the data set is empty; nothing to evaluate")
-    return np.concatenate(chunks)
+    scores = np.concatenate(chunks)
+    limits.check("classes", scores.shape[1], f"the class scores of output {io.output_name!r}")
+    return scores
+
+
+def _run(session: ort.InferenceSession, io: ModelIO, x: np.ndarray) -> np.ndarray:
+    """One `session.run`; a model that fails on well-formed input is bad input (exit 2)."""
+    try:
+        return np.asarray(session.run([io.output_name], {io.input_name: x})[0])
+    except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QtoolError(
+            f"the model fails in ONNX Runtime on {list(x.shape)} input: {first}"
+        ) from exc

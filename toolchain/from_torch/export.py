@@ -20,6 +20,7 @@ from qtool.errors import QtoolError, WorkFailed
 from qtool.from_torch.describe import DESCRIBED, check_class_count, describe
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import qtool_metadata, set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.modelfile.summary import count_flops, summarize
 from qtool.outputs import check_output_path
@@ -154,6 +155,8 @@ def _export_checked(source: _Source, settings: ExportSettings):
         exporter=exporter.name,
     )
     check_class_count(source.meta, proto)
+    # one-hot gather Convs (self-attention's export form) are data movement, not weights
+    mark_fixed_convs(proto)
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     source.meta.update(
         {
@@ -220,6 +223,9 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
     module = build_from_checkpoint(checkpoint, weights)
     meta = {
         "qtool.model": name,
+        # size, width, depth; left out for the default network (checkpoints from before
+        # sizes, and the demo's models, whose ONNX bytes, and so flip draws, stay as they were)
+        "qtool.architecture": _non_default(name, config.get("architecture")),
         "qtool.dataset": config.get("dataset"),
         "qtool.normalization": config.get("normalization"),
         "qtool.class_names": config.get("class_names"),
@@ -245,6 +251,13 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
         files=(weights,),
         weights_read="the qtool checkpoint's state_dict",
     )
+
+
+def _non_default(name: str, architecture: dict | None) -> dict | None:
+    from qtool.models import get_spec
+
+    default = get_spec(name).architecture()
+    return None if architecture in (None, default) else architecture
 
 
 def _factory_source(

@@ -97,3 +97,15 @@ def check_same_data(checkpoint: dict, digest: str, path: Path) -> None:
             f"{str(recorded)[:16]}…); resume on the same data, or start again",
             param="data_spec",
         )
+
+
+def architecture_from(spec, checkpoint: dict, asked: tuple, path: Path) -> dict:
+    """The recorded size/width/depth; one asked again must build the same network."""
+    recorded = dict(checkpoint["config"].get("architecture") or spec.architecture())
+    if any(v is not None for v in asked) and dict(spec.architecture(*asked)) != recorded:
+        raise QtoolError(
+            f"{path} was started as {recorded}, not {dict(spec.architecture(*asked))}; a "
+            "resumed run keeps its network: leave the size options out",
+            param="size",
+        )
+    return recorded

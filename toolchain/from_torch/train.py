@@ -19,6 +19,7 @@ from qtool.data.datasets import load_dataset, parse_spec
 from qtool.errors import QtoolError
 from qtool.from_torch.resume import (
     RunSettings,
+    architecture_from,
     check_same_data,
     data_sha256,
     load_resumable,
@@ -34,6 +35,7 @@ class TrainReport:
     budget", "interrupted"); its checkpoint then holds `epochs_done` epochs and resumes."""
 
     model: str
+    architecture: dict  # size, width, depth
     dataset: str
     out: str
     epochs: int
@@ -79,6 +81,9 @@ def train_zoo_model(
     threads: int | None = None,
     time_budget: float | None = None,
     resume: str | Path | None = None,
+    size: str | None = None,
+    width: int | None = None,
+    depth: int | None = None,
     force: bool = False,
     show_progress: bool = True,
 ) -> TrainReport:
@@ -91,6 +96,10 @@ def train_zoo_model(
     the run stops after the epoch that crosses it. Ctrl-C stops it too, keeping the last
     epoch's checkpoint; the time budget returns a partial report (`stopped`), Ctrl-C raises
     TrainingInterrupted carrying it.
+
+    `size` picks a preset network (small, medium, large; default the model's first) and
+    `width`/`depth` override its first-stage channels and blocks per stage (a resumed run
+    keeps its recorded ones).
     """
     from qtool.models import get_spec
     from qtool.models.checkpoint import save_checkpoint
@@ -103,7 +112,10 @@ def train_zoo_model(
         checkpoint = load_resumable(resume, name)
         checkpoint["path"] = str(resume)
         given = settings_from(checkpoint, given, resume)
+        architecture = architecture_from(spec, checkpoint, (size, width, depth), resume)
         out = resume if out is None else out
+    else:
+        architecture = spec.architecture(size, width, depth)
     if out is None:
         raise QtoolError("give the checkpoint file to write", param="out")
     data_spec = given.data_spec or spec.default_data
@@ -119,8 +131,8 @@ def train_zoo_model(
     digest = data_sha256(train.x, train.y)
     if checkpoint is not None:
         check_same_data(checkpoint, digest, resume)
-    result, saved = _run(spec, (train, val), data_spec, given, checkpoint, out, digest,
-                         _deadline(start, time_budget), show_progress)  # fmt: skip
+    result, saved = _run(spec, architecture, (train, val), data_spec, given, checkpoint, out,
+                         digest, _deadline(start, time_budget), show_progress)  # fmt: skip
     test_acc = _test_accuracy(result, test) if result.epochs_done else None
     config = dict(result.config)
     config.update(
@@ -135,6 +147,7 @@ def train_zoo_model(
     params = sum(int(p.numel()) for p in result.module.parameters())
     report = TrainReport(
         model=name,
+        architecture=architecture,
         dataset=data_spec,
         out=str(out),
         epochs=int(config["epochs"]),
@@ -197,7 +210,9 @@ def _splits(data_spec: str):
     return train, val, test
 
 
-def _run(spec, splits, data_spec, given, checkpoint, out, digest, expired, show_progress):
+def _run(
+    spec, architecture, splits, data_spec, given, checkpoint, out, digest, expired, show_progress
+):
     """The training engine on the splits, writing the checkpoint after every epoch; progress
     is a bar on a terminal and a line per epoch otherwise. Returns (result, [epochs saved])."""
     from qtool.models.checkpoint import save_checkpoint
@@ -244,6 +259,7 @@ def _run(spec, splits, data_spec, given, checkpoint, out, digest, expired, show_
             lr=given.lr,
             batch_size=given.batch_size,
             threads=given.threads,
+            architecture=architecture,
             resume=checkpoint,
             on_epoch=on_epoch,
         )

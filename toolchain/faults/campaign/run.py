@@ -2,7 +2,8 @@
 
 For each model, budget (number of bits) and trial, `trials.run_trial` hits that many seeded
 bits and scores the model; `stats.budget_stats` summarises the trials of each budget. Trials
-run through an executor (`executor.py`): in this process or in worker processes.
+run through an executor (`executor.py`): in this process, in worker processes or on a Dask
+cluster. `trials="auto"` sizes each budget by rounds until a rule of `sizing.py` stops it.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtool import limits
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
 from qtool.faults.campaign.executor import (
     CampaignJob,
     Executor,
     TrialTask,
+    close_executor,
     default_executor,
     prepare_job_models,
 )
+from qtool.faults.campaign.sizing import BudgetSizing, sized_trials
 from qtool.faults.campaign.stats import (
     CI_METHOD,
     BudgetStats,
@@ -32,6 +36,8 @@ from qtool.faults.storage.selection import Selection
 from qtool.report import progress
 from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
 
+DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CampaignPlan(Selection):
@@ -40,13 +46,16 @@ class CampaignPlan(Selection):
     of the selection of eligible bits."""
 
     budgets: tuple[int, ...] = (1,)
-    trials: int = 10
+    trials: int | str = 10  # or "auto": sized per budget by margin and confidence
     seed: int = 0
     split: str | None = None
     workers: int = 1
     opt_level: str = DEFAULT_OPT_LEVEL
     providers: tuple[str, ...] = ("cpu",)  # every model runs its trials on each
     precision: str = DEFAULT_PRECISION
+    margin: float | None = None  # trials="auto": half-width of the mean accuracy (fraction)
+    confidence: float = 0.95
+    max_trials: int = DEFAULT_MAX_TRIALS  # trials="auto": per budget, whatever the rules say
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,10 +67,33 @@ class CampaignPlan(Selection):
         if not budgets or budgets[0] < 0:
             raise QtoolError(f"{list(self.budgets)}: give bit counts of 0 or more", param="bits")
         object.__setattr__(self, "budgets", budgets)
-        if self.trials < 1:
-            raise QtoolError(f"{self.trials} trials: give at least 1", param="trials")
+        if self.auto:
+            self._check_auto()
+        elif not isinstance(self.trials, int) or self.trials < 1:
+            raise QtoolError(f"{self.trials} trials: give at least 1, or auto", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
+        if not self.auto:
+            limits.check("trials", self.trials, "trials per budget", param="trials")
+        limits.check("threads", self.workers, "worker processes", param="workers")
+
+    @property
+    def auto(self) -> bool:
+        return self.trials == "auto"
+
+    def _check_auto(self) -> None:
+        if self.margin is None or not 0 < self.margin <= 0.5:
+            raise QtoolError(
+                "trials auto needs a margin between 0 and 0.5 (accuracy as a fraction)",
+                param="margin",
+            )
+        if not 0.5 <= self.confidence < 1:
+            raise QtoolError(
+                f"{self.confidence}: give a confidence between 0.5 and 1", param="confidence"
+            )
+        if self.max_trials < 1:
+            raise QtoolError(f"{self.max_trials}: give at least 1 trial", param="max_trials")
+        limits.check("trials", self.max_trials, "trials per budget", param="max_trials")
 
 
 @dataclass
@@ -87,14 +119,16 @@ class CampaignResult:
     positions: str
     fault: str
     layers: str | None
-    trials: int
+    trials: int | str  # "auto": per budget in `stats` and `sizing`
     budgets: list[int]
-    workers: int
+    workers: int  # where trials ran: processes or Dask worker threads
+    cluster: str | None  # the Dask cluster (local:N or an address); None without one
     opt_level: str
     providers: list[str]
-    seconds: float
-    trials_per_second: float
+    campaign_seconds: float
+    trials_per_s: float
     ci_method: str = CI_METHOD
+    sizing: dict | None = None  # trials="auto": rules, margin, confidence, per-budget records
     models: list[ModelInfo] = field(default_factory=list)
     stats: list[BudgetStats] = field(default_factory=list)
     trial_results: list[TrialResult] = field(default_factory=list)
@@ -125,24 +159,77 @@ def run_campaign(
                 f"{p.path}; lower the budget or widen the selection",
                 param="bits",
             )
-    tasks = [
-        TrialTask(m, b, t) for m in range(len(prepared)) for b in plan.budgets
-        for t in range(plan.trials)
-    ]  # fmt: skip
+    own = executor is None
     execute = executor or default_executor(plan.workers)
-    results: list[TrialResult] = []
     start = time.perf_counter()
-    with progress() as bar:
-        task_id = bar.add_task("flip trials", total=len(tasks), status="")
-        bar.update(task_id, visible=show_progress)
-        for r in execute(job, prepared, data.y, tasks):
-            results.append(r)
-            model = prepared[r.model]
-            status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
-            bar.update(task_id, advance=1, status=status)
+    try:
+        results, sizing = _run_trials(job, prepared, data.y, plan, execute, show_progress)
+    finally:
+        if own:
+            close_executor(execute)
     seconds = time.perf_counter() - start
     results.sort(key=lambda r: (r.model, r.bits, r.trial))
-    return _result(data, plan, prepared, results, seconds)
+    result = _result(data, plan, prepared, results, seconds)
+    result.workers = getattr(execute, "workers", plan.workers)
+    result.cluster = getattr(execute, "cluster", None)
+    if sizing is not None:
+        result.sizing = _sizing_record(plan, sizing)
+    return result
+
+
+def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_progress: bool):
+    """Every trial through the executor, feeding the progress bar as each one completes."""
+    results: list[TrialResult] = []
+    with progress() as bar:
+        task_id = bar.add_task("flip trials", total=0, status="")
+        bar.update(task_id, visible=show_progress)
+
+        def run(tasks: list[TrialTask]) -> list[TrialResult]:
+            bar.update(task_id, total=len(results) + len(tasks))
+            out = []
+            for r in execute(job, prepared, y, tasks):
+                out.append(r)
+                results.append(r)
+                model = prepared[r.model]
+                status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
+                bar.update(task_id, advance=1, status=status)
+            return out
+
+        if not plan.auto:
+            tasks = [
+                TrialTask(m, b, t) for m in range(len(prepared)) for b in plan.budgets
+                for t in range(int(plan.trials))
+            ]  # fmt: skip
+            return run(tasks), None
+        assert plan.margin is not None
+        return sized_trials(
+            [(_entry(p), p.space.total) for p in prepared],
+            plan.budgets,
+            margin=plan.margin,
+            confidence=plan.confidence,
+            max_trials=plan.max_trials,
+            seed=plan.seed,
+            run=lambda batch: run(
+                [TrialTask(m, b, t) for m, b, lo, hi in batch for t in range(lo, hi)]
+            ),
+        )
+
+
+def _entry(p: PreparedModel) -> str:
+    """A model entry's name in the sizing records: its path, and the provider when not CPU."""
+    return p.path if p.provider == "cpu" else f"{p.path} on {p.provider}"
+
+
+def _sizing_record(plan: CampaignPlan, sizing: list[BudgetSizing]) -> dict:
+    return {
+        "rules": "leveugle: n = N / (1 + e^2 (N-1) / (t^2 p (1-p))), p = 0.5 (Leveugle et al., "
+        "DATE 2009); bootstrap: half-width of the percentile bootstrap interval of the mean "
+        "accuracy <= margin; limit: max_trials",
+        "margin": plan.margin,
+        "confidence": plan.confidence,
+        "max_trials": plan.max_trials,
+        "budgets": sizing,
+    }
 
 
 def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, seconds: float):
@@ -185,10 +272,11 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
         trials=plan.trials,
         budgets=list(plan.budgets),
         workers=plan.workers,
+        cluster=None,
         opt_level=plan.opt_level,
         providers=list(plan.providers),
-        seconds=seconds,
-        trials_per_second=len(results) / seconds if seconds > 0 else 0.0,
+        campaign_seconds=seconds,
+        trials_per_s=len(results) / seconds if seconds > 0 else 0.0,
         models=infos,
         stats=stats,
         trial_results=results,

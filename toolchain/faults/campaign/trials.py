@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import external_data_helper
 
 from qtool.data.datasets import Dataset
 from qtool.errors import QtoolError
@@ -37,11 +38,20 @@ DEFAULT_OPT_LEVEL = "all"
 
 
 def inline_bytes(files: ModelFiles) -> bytearray:
-    """The model with external data pulled inside (done once; campaigns need one buffer)."""
+    """The model with external data pulled inside (done once; campaigns need one buffer), from
+    the bytes in memory: the ones hashed, and all a worker without the files has."""
     if not files.external:
         return bytearray(files.main)
     model = onnx.ModelProto.FromString(bytes(files.main))
-    onnx.external_data_helper.load_external_data_for_model(model, str(files.path.parent))
+    for tensor in external_data_helper._get_all_tensors(model):
+        if external_data_helper.uses_external_data(tensor):
+            info = external_data_helper.ExternalDataInfo(tensor)
+            data = files.external[info.location]
+            start = info.offset or 0
+            end = start + info.length if info.length else len(data)
+            tensor.raw_data = bytes(data[start:end])
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
     return bytearray(model.SerializeToString())
 
 
@@ -100,10 +110,13 @@ def prepare_model(
     threads: int = 1,
     provider: str = "cpu",
     precision: str = DEFAULT_PRECISION,
+    *,
+    files: ModelFiles | None = None,
 ) -> PreparedModel:
-    """Read, inline, select and convert once; score the clean model on the data, on the
-    execution provider every trial of this model will run on."""
-    files = read_model_files(path)
+    """Read (or take the bytes already read from `path`), inline, select and convert once;
+    score the clean model on the data, on the execution provider every trial of this model
+    will run on."""
+    files = files if files is not None else read_model_files(path)
     sha = files.sha256()[""]
     inline = ModelFiles(Path(path), inline_bytes(files))
     targets = select_targets(inline.main, selection)

@@ -3,6 +3,7 @@ shared by both searchers (gradient and oracle)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from qtool.faults.search.values import NUMPY_TYPES, SEARCH_TYPES
 from qtool.faults.storage.models import FAULT_MODELS, Undo
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import prepare_bytes, select_targets
-from qtool.modelfile.buffers import read_model_files
+from qtool.modelfile.buffers import ModelFiles, read_model_files
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import graph_roles
 from qtool.runtimes import make_session
@@ -52,7 +53,12 @@ def score_kind(proto: onnx.ModelProto, output: str) -> str:
     return "logits"
 
 
-def split_data(data: str, attack_samples: int, seed: int) -> tuple[Dataset, Dataset]:
+Loader = Callable[[str, str], Dataset]  # (spec, split) -> samples; load_dataset by default
+
+
+def split_data(
+    data: str, attack_samples: int, seed: int, load: Loader = load_dataset
+) -> tuple[Dataset, Dataset]:
     """Attack batch (train split, seeded) and evaluation set (the spec's split, default test).
 
     Samples byte-identical to an evaluation sample are dropped from the attack pool, so the
@@ -66,12 +72,12 @@ def split_data(data: str, attack_samples: int, seed: int) -> tuple[Dataset, Data
             "split (drop ':train' or use ':test' / ':val')",
             param="data_spec",
         )
-    evaluation = load_dataset(data, eval_split)
+    evaluation = load(data, eval_split)
     if evaluation.y is None:
         raise QtoolError(
             f"data set {data} ({eval_split}) has no labels to measure accuracy", param="data_spec"
         )
-    pool = load_dataset(data, ATTACK_SPLIT)
+    pool = load(data, ATTACK_SPLIT)
     seen = {row.tobytes() for row in evaluation.x}
     keep = np.array([row.tobytes() not in seen for row in pool.x], dtype=bool)
     if not keep.all():
@@ -95,10 +101,15 @@ class SearchModel:
         seed: int,
         provider: str = "cpu",
         precision: str = "fp32",
+        *,
+        files: ModelFiles | None = None,
+        load: Loader | None = None,
     ):
+        """`files` (the bytes read from `path`, flipped in place) and `load` stand in for the
+        file system on a worker that was sent them (`search/distributed.py`)."""
         self.path = path
         self.provider, self.precision = provider, precision
-        self.files = read_model_files(path)
+        self.files = files if files is not None else read_model_files(path)
         if self.files.external:
             raise QtoolError(
                 f"{path} keeps weights in external-data files; the bit search needs them inside "
@@ -119,7 +130,7 @@ class SearchModel:
         session = self.session()
         self.io: ModelIO = model_io(session, qtool_metadata(self.proto))
         self.kind = score_kind(self.proto, self.io.output_name)
-        self.attack, self.evaluation = split_data(data, attack_samples, seed)
+        self.attack, self.evaluation = split_data(data, attack_samples, seed, load or load_dataset)
         self.xa = self.io.prepare(self.attack.x)
         self.xe = self.io.prepare(self.evaluation.x)
         self.labels = predict(session, self.io, self.xa).pred  # the model's own answers

@@ -17,7 +17,7 @@ import numpy as np
 
 from qtool.errors import QtoolError
 from qtool.faults.campaign.stats import chance_accuracy
-from qtool.faults.search.attacked import ATTACK_SPLIT, WEIGHTS, SearchModel
+from qtool.faults.search.attacked import ATTACK_SPLIT, WEIGHTS, Loader, SearchModel
 from qtool.faults.search.gradient import GradientSearcher
 from qtool.faults.search.oracle import oracle_step
 from qtool.faults.search.values import SEARCH_TYPES
@@ -28,7 +28,6 @@ from qtool.faults.storage.manifest import (
     tensor_record,
 )
 from qtool.modelfile.buffers import ModelFiles, sha256_hex, write_model_files
-from qtool.outputs import write_json
 from qtool.report import info, progress
 
 METHODS = ("auto", "gradient", "oracle")
@@ -77,7 +76,7 @@ class SearchResult:
     final_accuracy: float
     accuracies: list[float]  # test accuracy after 0, 1, 2, ... flips
     steps: list[SearchStep]
-    seconds: float
+    search_seconds: float
     provider: str = "cpu"  # the execution provider the ONNX Runtime evaluations ran on
     precision: str = "fp32"
     manifest: dict = field(repr=False, default_factory=dict)
@@ -131,6 +130,8 @@ def progressive_search(
     show_progress: bool = False,
     provider: str = "cpu",
     precision: str = "fp32",
+    files: ModelFiles | None = None,
+    load: Loader | None = None,
 ) -> SearchResult:
     """Choose up to `bits` bit flips that raise the attack loss most (Rakin et al. 2019).
 
@@ -140,11 +141,12 @@ def progressive_search(
     in `result.files` (write it with `write_search`); the model file is never modified.
     Every ONNX Runtime evaluation (loss oracle, attack labels, test accuracy) runs on
     `provider` at `precision`; the gradients come from the torch replica either way.
+    `files` and `load` are the model's bytes and a data loader sent to a worker.
     """
     start = time.perf_counter()
     _check_arguments(method, bits, attack_samples, until_accuracy)
     path = Path(model)
-    m = SearchModel(path, data, attack_samples, seed, provider, precision)
+    m = SearchModel(path, data, attack_samples, seed, provider, precision, files=files, load=load)
     if bits > m.total_bits:
         raise QtoolError(
             f"{bits} is more than the {m.total_bits} weight bits of {path}", param="bits"
@@ -175,7 +177,7 @@ def progressive_search(
         final_accuracy=accuracies[-1],
         accuracies=accuracies,
         steps=steps,
-        seconds=time.perf_counter() - start,
+        search_seconds=time.perf_counter() - start,
         provider=provider,
         precision=precision,
         files=m.files,
@@ -329,7 +331,6 @@ def write_search(
     if result.files is None:
         raise QtoolError("this search result holds no model bytes to write")
     if out is not None:
-        write_model_files(result.files, out, force=force)
         result.manifest["out"] = str(out)
-    if manifest is not None:
-        write_json(manifest, result.manifest)
+    pair = None if manifest is None else (manifest, result.manifest)
+    write_model_files(result.files, out, force=force, manifest=pair)  # one unit
