@@ -20,6 +20,7 @@ from qtool.models.registry import ModelSpec, input_shape_for
 from qtool.models.train_state import LoopState, restore, snapshot
 
 MIN_STD = 1e-6
+SIGINT = 2  # signal.SIGINT, the number Ctrl-C's KeyboardInterrupt stands for
 TRAIN_THREADS = 1
 EVAL_BATCH = 256  # samples per forward pass when validating and predicting
 
@@ -47,6 +48,7 @@ class TrainResult:
     seconds: float = 0.0
     epochs_done: int = 0
     stopped: str | None = None
+    signum: int | None = None  # the signal that interrupted it (SIGINT 2, SIGTERM 15, ...)
 
 
 # after every epoch: (stats, checkpoint() -> {"state_dict": best weights so far, "config",
@@ -231,9 +233,9 @@ def train(
             resume_state = snapshot(run, loop, torch)
             return {"state_dict": loop.best_state, "config": config_now(), "resume": resume_state}
 
-        stopped = _fit(run, loop, (xt, yt, xv, yv), epochs, on_epoch, checkpoint, torch)
+        stopped, signum = _fit(run, loop, (xt, yt, xv, yv), epochs, on_epoch, checkpoint, torch)
     result = TrainResult(module, config_now(), loop.history, time.perf_counter() - start)
-    result.epochs_done, result.stopped = loop.epoch, stopped
+    result.epochs_done, result.stopped, result.signum = loop.epoch, stopped, signum
     return result
 
 
@@ -260,19 +262,19 @@ def _config(spec, dataset, input_shape, norm, class_names, run, loop, fixed: dic
 
 def _fit(
     run: _Run, loop: LoopState, tensors, epochs: int, on_epoch, checkpoint, torch
-) -> str | None:
+) -> tuple[str | None, int | None]:
     """Train from epoch loop.epoch + 1 to `epochs`, tracking the best epoch (val accuracy,
     then lower val loss); leave its weights in `run.module` (eval mode). Returns why the run
-    stopped early (None: it ran every epoch)."""
+    stopped early (None: it ran every epoch) and the signal number when one stopped it."""
     xt, yt, xv, yv = tensors
-    stopped = None
+    stopped, signum = None, None
     while loop.epoch < epochs and stopped is None:
         began = time.perf_counter()
         try:
             loss = _train_epoch(run, xt, yt, torch)
             val_acc, val_loss = _validate(run, xv, yv, torch)
-        except KeyboardInterrupt:
-            stopped = "interrupted"
+        except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM/SIGHUP as the CLI raises them
+            stopped, signum = "interrupted", getattr(exc, "signum", SIGINT)
             break
         loop.epoch += 1
         stats = EpochStats(loop.epoch, loss, val_acc, val_loss, time.perf_counter() - began)
@@ -284,12 +286,12 @@ def _fit(
         if on_epoch is not None:
             try:
                 stopped = on_epoch(stats, checkpoint)
-            except KeyboardInterrupt:  # the hook writes atomically: the last file stands
-                stopped = "interrupted"
+            except KeyboardInterrupt as exc:  # the hook writes atomically: the last file stands
+                stopped, signum = "interrupted", getattr(exc, "signum", SIGINT)
     if loop.best_state is not None:
         run.module.load_state_dict(loop.best_state)
     run.module.eval()
-    return stopped
+    return stopped, signum
 
 
 def predict(module, x: np.ndarray, config: dict, batch: int = EVAL_BATCH) -> np.ndarray:

@@ -234,7 +234,13 @@ def test_resume_refuses_other_settings_model_and_data(tmp_path):
     assert_bad_input(run("train", "mlp"), "--out")
 
 
-def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
+@pytest.mark.parametrize(
+    ("signame", "code", "said"),
+    [("SIGINT", 130, "interrupted after epoch"), ("SIGTERM", 143, "terminated (signal 15)")],
+)
+def test_ctrl_c_or_sigterm_keeps_the_last_epoch_and_exits_128_plus_signal(
+    tmp_path, signame, code, said
+):  # fmt: skip
     import os
     import signal
     import time
@@ -253,15 +259,16 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
         if "epoch 2/300" in line:
             break
     time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, signame))
     _, rest = proc.communicate(timeout=120)
-    assert proc.returncode == 130, "".join(lines) + rest
+    assert proc.returncode == code, "".join(lines) + rest
     assert "s/epoch" in lines[0]
     done = torch.load(out, weights_only=True)["resume"]["epoch"]
-    assert done >= 2 and f"after epoch {done} of 300" in rest
-    resumed = run("train", "cnn", "--resume", str(out), "--time-budget", "0")
-    assert resumed.exit_code == 0, resumed.output
-    assert f"{done + 1} of 300" in resumed.output
+    assert done >= 2 and f"{said}" in rest and f"epoch {done} of 300" in rest
+    if signame == "SIGINT":
+        resumed = run("train", "cnn", "--resume", str(out), "--time-budget", "0")
+        assert resumed.exit_code == 0, resumed.output
+        assert f"{done + 1} of 300" in resumed.output
 
 
 def test_a_medium_sasa_trains_exports_and_rebuilds_from_its_checkpoint(tmp_path):

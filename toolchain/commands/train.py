@@ -135,7 +135,9 @@ def _show(report: TrainReport, json_path) -> None:
 
 
 def _stopped_line(report: TrainReport) -> str:
-    why = "time budget reached" if report.stopped == "time budget" else "interrupted"
+    why = {"time budget": "time budget reached"}.get(report.stopped, "interrupted")
+    if report.signal not in (None, 2):
+        why = f"terminated (signal {report.signal})"
     if not report.saved:
         return f"{why} before the first epoch ended: nothing written to {report.out}"
     return (

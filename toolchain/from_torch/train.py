@@ -51,6 +51,7 @@ class TrainReport:
     stopped: str | None = None
     resumed_from: str | None = None
     saved: bool = True  # False: stopped before its first epoch ended, nothing written
+    signal: int | None = None  # the signal that interrupted it (2: Ctrl-C, 15: SIGTERM)
     lr: float | None = None
     batch_size: int | None = None
     threads: int | None = None
@@ -64,9 +65,10 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training after its checkpoint was made safe; `.report` is the partial
     report. A KeyboardInterrupt, so a caller that does not look for it stops as usual."""
 
-    def __init__(self, report: TrainReport):
+    def __init__(self, report: TrainReport, signum: int):
         super().__init__("training interrupted")
         self.report = report
+        self.signum = signum  # the CLI exits 128 + signum
 
 
 def train_zoo_model(
@@ -166,9 +168,10 @@ def train_zoo_model(
         lr=config["lr"],
         batch_size=config["batch_size"],
         threads=config["threads"],
+        signal=result.signum,
     )
     if report.stopped == "interrupted":
-        raise TrainingInterrupted(report)
+        raise TrainingInterrupted(report, result.signum or 2)
     return report
 
 
