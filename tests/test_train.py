@@ -208,6 +208,13 @@ def test_time_budget_stops_and_resume_ends_with_the_uninterrupted_weights(tmp_pa
     assert f"continue with qtool train mlp --resume {part}" in stopped.output
     raw = torch.load(part, weights_only=True)
     assert raw["resume"]["epoch"] == 1 and raw["config"]["epochs_done"] == 1
+    onnx_path = tmp_path / "part.onnx"  # a partial run exports its best epoch, marked so
+    assert run("export", "mlp", "--weights", str(part), "--out", str(onnx_path)).exit_code == 0
+    from qtool.modelfile.load import load_model
+    from qtool.modelfile.metadata import qtool_metadata
+
+    training = qtool_metadata(load_model(onnx_path))["training"]
+    assert training["partial"] is True and training["epochs_done"] == 1
     resumed = run("train", "mlp", "--resume", str(part))
     assert resumed.exit_code == 0, resumed.output
     assert "4 of 4" in resumed.output

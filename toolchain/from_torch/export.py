@@ -233,10 +233,7 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
         # and the same seed must give the same ONNX bytes (campaign draws key on them)
         "qtool.weights_sha256": state_dict_sha256(checkpoint["state_dict"]),
         "qtool.seed": config.get("seed"),
-        "qtool.training": {
-            k: config.get(k)
-            for k in ("epochs", "best_epoch", "val_accuracy", "test_accuracy", "lr", "threads")
-        },
+        "qtool.training": _training(checkpoint),
     }
     spec = settings.data_spec or config["dataset"]
     shape = tuple(config["input_shape"])
@@ -258,6 +255,18 @@ def _non_default(name: str, architecture: dict | None) -> dict | None:
 
     default = get_spec(name).architecture()
     return None if architecture in (None, default) else architecture
+
+
+TRAINING_KEYS = ("epochs", "epochs_done", "best_epoch", "val_accuracy", "test_accuracy", "lr")
+
+
+def _training(checkpoint: dict) -> dict:
+    """How the weights were trained; a checkpoint of an unfinished run (train --time-budget,
+    Ctrl-C) exports its best epoch so far and is marked partial."""
+    config = checkpoint["config"]
+    out = {k: config.get(k) for k in (*TRAINING_KEYS, "threads")}
+    out["partial"] = "resume" in checkpoint
+    return out
 
 
 def _factory_source(
