@@ -212,14 +212,7 @@ def train(
         xt, yt = torch.from_numpy(xtr), torch.from_numpy(np.asarray(y_train, dtype=np.int64))
         xv = _normalize(torch.from_numpy(xva), norm, torch)
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
-        steps_per_epoch = max(1, -(-len(xt) // batch_size))
-        optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=spec.weight_decay)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
-        )
-        shift = spec.augment_shift if spec.input_kind == "image" else 0
-        loss_fn = torch.nn.CrossEntropyLoss()
-        run = _Run(module, optimizer, scheduler, loss_fn, generator, norm, batch_size, shift)
+        run = _make_run(spec, module, generator, norm, (len(xt), batch_size, epochs, lr), torch)
         loop = LoopState()
         if resume is not None:
             loop = restore(run, resume["resume"], resume["state_dict"], torch, EpochStats)
@@ -237,6 +230,20 @@ def train(
     result = TrainResult(module, config_now(), loop.history, time.perf_counter() - start)
     result.epochs_done, result.stopped, result.signum = loop.epoch, stopped, signum
     return result
+
+
+def _make_run(spec, module, generator, norm: dict, sizes: tuple, torch) -> _Run:
+    """AdamW and its one-cycle schedule over every step of `epochs` (so a resumed run must
+    keep samples, batch size, epochs and lr), the loss and the augmentation of `spec`."""
+    samples, batch_size, epochs, lr = sizes
+    steps_per_epoch = max(1, -(-samples // batch_size))
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=spec.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
+    )
+    shift = spec.augment_shift if spec.input_kind == "image" else 0
+    loss_fn = torch.nn.CrossEntropyLoss()
+    return _Run(module, optimizer, scheduler, loss_fn, generator, norm, batch_size, shift)
 
 
 def _config(spec, dataset, input_shape, norm, class_names, run, loop, fixed: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -108,33 +108,15 @@ def train_zoo_model(
 
     spec = get_spec(name)
     given = RunSettings(data_spec, epochs, seed, lr, batch_size, threads)
-    checkpoint = None
-    if resume is not None:
-        resume = Path(resume)
-        checkpoint = load_resumable(resume, name)
-        checkpoint["path"] = str(resume)
-        given = settings_from(checkpoint, given, resume)
-        architecture = architecture_from(spec, checkpoint, (size, width, depth), resume)
-        out = resume if out is None else out
-    else:
-        architecture = spec.architecture(size, width, depth)
-    if out is None:
-        raise QtoolError("give the checkpoint file to write", param="out")
-    data_spec = given.data_spec or spec.default_data
-    _check_args(data_spec, given, time_budget)
-    continuing = resume is not None and Path(out).resolve() == resume.resolve()
-    out = (
-        Path(out)
-        if continuing
-        else check_output_path(out, force=force, inputs=(resume,), param="out")
-    )
+    plan = _plan(spec, given, (size, width, depth), out, resume, force)
+    _check_args(plan.given.data_spec, plan.given, time_budget)
     start = time.perf_counter()
-    train, val, test = _splits(data_spec)
+    train, val, test = _splits(plan.given.data_spec)
     digest = data_sha256(train.x, train.y)
-    if checkpoint is not None:
-        check_same_data(checkpoint, digest, resume)
-    result, saved = _run(spec, architecture, (train, val), data_spec, given, checkpoint, out,
-                         digest, _deadline(start, time_budget), show_progress)  # fmt: skip
+    if plan.checkpoint is not None:
+        check_same_data(plan.checkpoint, digest, plan.resume)
+    result, saved = _run(spec, plan, (train, val), digest, _deadline(start, time_budget),
+                         show_progress)  # fmt: skip
     test_acc = _test_accuracy(result, test) if result.epochs_done else None
     config = dict(result.config)
     config.update(
@@ -145,34 +127,69 @@ def train_zoo_model(
         epochs_done=result.epochs_done,
     )
     if result.stopped is None:  # finished: the final checkpoint needs no resume state
-        save_checkpoint(result.module.state_dict(), config, out)
-    params = sum(int(p.numel()) for p in result.module.parameters())
-    report = TrainReport(
+        save_checkpoint(result.module.state_dict(), config, plan.out)
+    report = _report(name, plan, result, config, test, saved[0] > 0 or result.stopped is None)
+    report.seconds = time.perf_counter() - start
+    if report.stopped == "interrupted":
+        raise TrainingInterrupted(report, result.signum or 2)
+    return report
+
+
+@dataclass
+class _Plan:
+    """What a run writes and starts from: settings (recorded ones when resuming), network,
+    output file and the checkpoint it continues."""
+
+    given: RunSettings
+    architecture: dict
+    out: Path
+    resume: Path | None = None
+    checkpoint: dict | None = None
+
+
+def _plan(spec, given: RunSettings, asked_arch: tuple, out, resume, force: bool) -> _Plan:
+    checkpoint = None
+    if resume is not None:
+        resume = Path(resume)
+        checkpoint = load_resumable(resume, spec.name)
+        checkpoint["path"] = str(resume)
+        given = settings_from(checkpoint, given, resume)
+        architecture = architecture_from(spec, checkpoint, asked_arch, resume)
+        out = resume if out is None else out
+    else:
+        architecture = spec.architecture(*asked_arch)
+    if out is None:
+        raise QtoolError("give the checkpoint file to write", param="out")
+    given = replace(given, data_spec=given.data_spec or spec.default_data)
+    if resume is None or Path(out).resolve() != resume.resolve():
+        out = check_output_path(out, force=force, inputs=(resume,), param="out")
+    return _Plan(given, architecture, Path(out), resume, checkpoint)
+
+
+def _report(name: str, plan: _Plan, result, config: dict, test, saved: bool) -> TrainReport:
+    return TrainReport(
         model=name,
-        architecture=architecture,
-        dataset=data_spec,
-        out=str(out),
+        architecture=plan.architecture,
+        dataset=str(plan.given.data_spec),
+        out=str(plan.out),
         epochs=int(config["epochs"]),
         seed=int(config["seed"]),
         best_epoch=int(config["best_epoch"]),
         val_accuracy=config["val_accuracy"],
-        test_accuracy=test_acc,
+        test_accuracy=config["test_accuracy"],
         test_samples=0 if test is None else len(test),
-        parameters=params,
-        seconds=time.perf_counter() - start,
+        parameters=sum(int(p.numel()) for p in result.module.parameters()),
+        seconds=0.0,
         history=[vars(h) for h in result.history],
         epochs_done=result.epochs_done,
         stopped=result.stopped,
-        resumed_from=str(resume) if resume is not None else None,
-        saved=saved[0] > 0 or result.stopped is None,
+        resumed_from=str(plan.resume) if plan.resume is not None else None,
+        saved=saved,
         lr=config["lr"],
         batch_size=config["batch_size"],
         threads=config["threads"],
         signal=result.signum,
     )
-    if report.stopped == "interrupted":
-        raise TrainingInterrupted(report, result.signum or 2)
-    return report
 
 
 def _deadline(start: float, budget: float | None):
@@ -213,16 +230,15 @@ def _splits(data_spec: str):
     return train, val, test
 
 
-def _run(
-    spec, architecture, splits, data_spec, given, checkpoint, out, digest, expired, show_progress
-):
+def _run(spec, plan: _Plan, splits, digest: str, expired, show_progress: bool):
     """The training engine on the splits, writing the checkpoint after every epoch; progress
     is a bar on a terminal and a line per epoch otherwise. Returns (result, [epochs saved])."""
     from qtool.models.checkpoint import save_checkpoint
     from qtool.models.trainer import train as run_training
 
     train, val = splits
-    same_file = checkpoint is not None and Path(out).resolve() == Path(checkpoint["path"]).resolve()
+    given, checkpoint, out = plan.given, plan.checkpoint, plan.out
+    same_file = checkpoint is not None and out.resolve() == Path(checkpoint["path"]).resolve()
     saved = [checkpoint["resume"]["epoch"] if same_file else 0]  # epochs the file on disk holds
     interactive = show_progress and sys.stderr.isatty()
     with progress() if interactive else contextlib.nullcontext() as bar:
@@ -255,14 +271,14 @@ def _run(
             val.x,
             val.y,
             class_names=train.class_names,
-            dataset=data_spec,
+            dataset=given.data_spec,
             kind=train.kind,
             seed=0 if given.seed is None else given.seed,
             epochs=given.epochs,
             lr=given.lr,
             batch_size=given.batch_size,
             threads=given.threads,
-            architecture=architecture,
+            architecture=plan.architecture,
             resume=checkpoint,
             on_epoch=on_epoch,
         )
