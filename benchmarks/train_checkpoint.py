@@ -2,7 +2,8 @@
 
 `qtool train` rewrites its checkpoint atomically after every epoch with the best weights,
 the current weights, AdamW's two moment buffers, the schedule and both random streams. This
-measures, in one run, on a ResNet-18 layout (11.2 M parameters, 1x128x128, 2 classes):
+measures, in one run, on the zoo's resnet18 (large: 11.2 M parameters at 1x128x128, 2
+classes):
   - one training epoch of --images synthetic images (batch 32, AdamW, one-cycle schedule,
     as qtool's trainer runs it, --threads torch threads);
   - writing the checkpoint with its resume state (qtool.models.checkpoint.save_checkpoint of
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -25,56 +25,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qtool.deploy.bundle import cpu_info
+from qtool.models import get_spec
 from qtool.models.checkpoint import load_checkpoint, save_checkpoint
 from qtool.models.train_state import LoopState, snapshot
 from qtool.models.trainer import _Run, _train_epoch
 
-
-class Basic(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.down = None
-        if stride != 1 or cin != cout:
-            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                      nn.BatchNorm2d(cout))  # fmt: skip
-
-    def forward(self, x):
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return torch.relu(out + (x if self.down is None else self.down(x)))
-
-
-def resnet18(channels: int = 1, classes: int = 2) -> nn.Module:
-    layers, cin = [], 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-        layers += [Basic(cin, cout, stride), Basic(cout, cout, 1)]
-        cin = cout
-    return nn.Sequential(
-        nn.Conv2d(channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.MaxPool2d(3, 2, 1), *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(512, classes),
-    )  # fmt: skip
-
-
 WATCHED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
 
 
-def cpu_model() -> str:
+def cpu_line() -> str:
     """Model name and the vector flags that matter for torch's kernels."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return f"{name} [{' '.join(f for f in WATCHED_FLAGS if f in flags) or 'no AVX2'}]"
+    info = cpu_info()
+    flags = [f for f in WATCHED_FLAGS if f in info["flags"]]
+    return f"{info.get('model', info['processor'])} [{' '.join(flags) or 'no AVX2'}]"
 
 
 def main() -> None:
@@ -85,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    module = resnet18()
+    spec = get_spec("resnet18")
+    module = spec.build((1, 1, args.px, args.px), 2, spec.architecture("large"))
     params = sum(p.numel() for p in module.parameters())
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(args.images, 1, args.px, args.px, generator=generator)
@@ -113,10 +78,10 @@ def main() -> None:
         load_s = time.perf_counter() - began
     per_image = epoch_s / args.images
     print(
-        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
+        f"CPU: {cpu_line()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}, "
         f"{args.threads} thread(s); figures from one run on a shared machine (noisy)"
     )
-    print(f"ResNet-18 layout: {params / 1e6:.1f} M parameters, 1x{args.px}x{args.px}")
+    print(f"zoo resnet18 (large): {params / 1e6:.1f} M parameters, 1x{args.px}x{args.px}")
     print(
         f"training epoch of {args.images} images: {epoch_s:.1f} s ({1000 * per_image:.0f} ms/image)"
     )
