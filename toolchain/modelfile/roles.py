@@ -145,6 +145,13 @@ def _conv_weight(
     return numpy_helper.to_array(tensor)
 
 
+def fixed_conv_names(model: onnx.ModelProto) -> list[str]:
+    """Names of the Convs that only select pixels: marked `fixed`, or found by their values
+    (a model whose node metadata was dropped, e.g. by ORT's pre-processing). Marks `model`."""
+    marked = [n.name for n in model.graph.node if is_fixed(n)]
+    return marked + mark_fixed_convs(model)
+
+
 def mark_fixed_convs(model: onnx.ModelProto) -> list[str]:
     """Mark every Conv whose weights only select pixels (`is_selection`), stored as FP32 or
     as int8 behind a DequantizeLinear, as fixed; return the marked nodes' names.
