@@ -234,6 +234,9 @@ def test_resume_refuses_other_settings_model_and_data(tmp_path):
     )
     assert_bad_input(run("train", "cnn", "--resume", str(part)), "run of 'mlp'")
     assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--width", "7"), "keeps its network"
+    )
+    assert_bad_input(
         run("train", "mlp", "--resume", str(part), "--data", "digits"), "--data", "dataset"
     )
     assert_bad_input(run("train", "mlp", "--resume", str(tmp_path / "no.pt")), "does not exist")
