@@ -97,6 +97,13 @@ def test_described_model_is_read_by_eval(net, tmp_path):
     evaluated = run("eval", out, "--data", "breast-cancer")
     assert evaluated.exit_code == 0, evaluated.output
     assert "sensitivity (benign)" in evaluated.output  # the model's choice, not the data set's
+    by_name = run("eval", out, "--data", "breast-cancer", "--positive-class", "malignant")
+    assert by_name.exit_code == 0 and "sensitivity (malignant)" in by_name.output
+    assert_bad_input(
+        run("eval", out, "--data", "breast-cancer", "--positive-class", "nope"),
+        "--positive-class",
+        "not one of the classes (malignant, benign)",
+    )
 
 
 @pytest.mark.parametrize(

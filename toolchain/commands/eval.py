@@ -37,9 +37,10 @@ from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS, compared_spe
 @click.option("--output", "output_name", default=None, help="Output holding class scores.")
 @click.option(
     "--positive-class",
-    type=int,
     default=None,
-    help="Class index counted as positive for sensitivity (two classes).",
+    metavar="NAME|INDEX",
+    help="Class counted as positive for sensitivity and ROC AUC (two classes; default: the "
+    "model's recorded one, else the data set's).",
 )
 @click.option(
     "--at-sensitivity",

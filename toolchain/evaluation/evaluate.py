@@ -50,12 +50,13 @@ def evaluate_session(
     io: ModelIO,
     dataset: Dataset,
     batch: int = 64,
-    positive: int | None = None,
+    positive: int | str | None = None,
     at_sensitivity: float | None = None,
 ) -> EvalResult:
     """Score a labelled data set; rows with a NaN/Inf score are counted as well. Two-class
     models also get the ROC AUC and, given `at_sensitivity` (0..1], the threshold and
-    specificity at that sensitivity."""
+    specificity at that sensitivity. `positive` is a class index or name (default: the
+    model's recorded positive class, else the data set's)."""
     if dataset.y is None:
         raise QtoolError(
             f"data set {dataset.spec} ({dataset.split}) has no labels to score against"
@@ -64,6 +65,7 @@ def evaluate_session(
     check_against_model(dataset, scores.shape[1])
     nonfinite = int((~np.isfinite(scores)).any(axis=1).sum())
     names = io.class_names or dataset.class_names
+    positive = _class_index(positive, names)
     if positive is None:  # asked, else the model's own (export), else the data set's
         positive = io.positive_class
     if positive is None:
@@ -80,6 +82,20 @@ def evaluate_session(
     result.nonfinite_outputs = nonfinite
     result.data, result.split, result.output = dataset.spec, dataset.split, io.output_name
     return result
+
+
+def _class_index(positive: int | str | None, names: list[str]) -> int | None:
+    """A class name (or an index given as text) -> its index."""
+    if not isinstance(positive, str):
+        return positive
+    if positive in names:
+        return names.index(positive)
+    if positive.strip().lstrip("-").isdigit():
+        return int(positive)
+    raise QtoolError(
+        f"positive class {positive!r} is not one of the classes ({', '.join(names)})",
+        param="positive_class",
+    )
 
 
 def _screening(result: EvalResult, scores, labels, positive, at_sens: float | None) -> None:
