@@ -18,7 +18,6 @@ Usage: python benchmarks/train_checkpoint.py [--images 256] [--threads 1,2] [--p
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -26,20 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from qtool.deploy.bundle import cpu_info
+from qtool.machine import cpu_line
 from qtool.models import get_spec
 from qtool.models.checkpoint import load_checkpoint, save_checkpoint
 from qtool.models.train_state import LoopState, snapshot
 from qtool.models.trainer import _deterministic, _Run, _train_epoch
-
-WATCHED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
-
-
-def cpu_line() -> str:
-    """Model name and the vector flags that matter for torch's kernels."""
-    info = cpu_info()
-    flags = [f for f in WATCHED_FLAGS if f in info["flags"]]
-    return f"{info.get('model', info['processor'])} [{' '.join(flags) or 'no AVX2'}]"
 
 
 def one_epoch(px: int, images: int, threads: int):
@@ -84,7 +74,7 @@ def main() -> None:
     parser.add_argument("--px", type=int, default=128)
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
-    print(f"CPU: {cpu_line()} ({os.cpu_count()} logical CPUs), torch {torch.__version__}; "
+    print(f"CPU: {cpu_line()}; torch {torch.__version__}; "
           "figures from one run on a shared machine (noisy)")  # fmt: skip
     epochs = {}
     for threads in counts:
