@@ -117,21 +117,27 @@ def _pick_output(outputs: list, name: str | None):
     return scores[0]
 
 
-def run_scores(
-    session: ort.InferenceSession, io: ModelIO, x: np.ndarray, batch: int = 64
-) -> np.ndarray:
-    """Class scores for prepared inputs, batch by batch (batch forced by a static input)."""
+def batches(io: ModelIO, x: np.ndarray, batch: int = 64):
+    """(rows, feed) per ONNX Runtime run, as `run_scores` runs them: `batch` rows at a time,
+    or the static batch with the last one zero-padded (keep the first `rows` outputs)."""
     step = io.fixed_batch or batch
-    chunks = []
     for start in range(0, len(x), step):
         part = x[start : start + step]
         if io.fixed_batch and len(part) < step:  # pad the last batch of a static-batch model
             pad = np.zeros((step - len(part),) + part.shape[1:], dtype=part.dtype)
-            out = session.run([io.output_name], {io.input_name: np.concatenate([part, pad])})[0]
-            out = out[: len(part)]
+            yield len(part), np.concatenate([part, pad])
         else:
-            out = session.run([io.output_name], {io.input_name: part})[0]
-        chunks.append(np.asarray(out).reshape(len(part), -1))
+            yield len(part), part
+
+
+def run_scores(
+    session: ort.InferenceSession, io: ModelIO, x: np.ndarray, batch: int = 64
+) -> np.ndarray:
+    """Class scores for prepared inputs, batch by batch (batch forced by a static input)."""
+    chunks = []
+    for rows, feed in batches(io, x, batch):
+        out = session.run([io.output_name], {io.input_name: feed})[0]
+        chunks.append(np.asarray(out)[:rows].reshape(rows, -1))
     if not chunks:
         raise QtoolError("the data set is empty; nothing to evaluate")
     return np.concatenate(chunks)
