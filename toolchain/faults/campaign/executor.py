@@ -79,7 +79,8 @@ def _init_worker(job: CampaignJob) -> None:
     data = load_dataset(job.data_spec, job.plan.split)
     _WORKER["job"] = job
     _WORKER["y"] = data.y
-    _WORKER["models"] = [prepare_model(p, data, job.plan, job.plan.opt_level) for p in job.paths]
+    options = job.plan.prepare_options()
+    _WORKER["models"] = [prepare_model(p, data, job.plan, **options) for p in job.paths]
 
 
 def _work(task: TrialTask) -> TrialResult:

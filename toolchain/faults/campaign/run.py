@@ -22,6 +22,7 @@ from qtool.faults.campaign.stats import (
     chance_accuracy,
 )
 from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel, prepare_model
+from qtool.faults.incremental import DEFAULT_CACHE_MB, EvaluationMode
 from qtool.faults.storage.selection import Selection
 from qtool.report import progress
 
@@ -37,6 +38,8 @@ class CampaignPlan(Selection):
     split: str | None = None
     workers: int = 1
     opt_level: str = DEFAULT_OPT_LEVEL
+    incremental: bool = True  # re-run only the layers after a fault (bit-identical)
+    cache_mb: float = DEFAULT_CACHE_MB  # per process; beyond it trials run the whole model
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -48,6 +51,16 @@ class CampaignPlan(Selection):
             raise QtoolError(f"{self.trials} trials: give at least 1", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
+        if self.cache_mb < 0:
+            raise QtoolError(f"{self.cache_mb} MB: give a size of 0 or more", param="cache_mb")
+
+    def prepare_options(self) -> dict:
+        """How each process prepares the models (`prepare_model` keywords)."""
+        return {
+            "opt_level": self.opt_level,
+            "incremental": self.incremental,
+            "cache_mb": self.cache_mb,
+        }
 
 
 @dataclass
@@ -58,6 +71,7 @@ class ModelInfo:
     eligible_bits: int
     eligible_tensors: int
     converted_to_raw_data: list[str]
+    evaluation: EvaluationMode  # incremental or full, and why
 
 
 @dataclass
@@ -100,7 +114,7 @@ def run_campaign(
             f"data set {data_spec} has no labels; campaigns score accuracy", param="data_spec"
         )
     job = CampaignJob(tuple(str(p) for p in models), data_spec, plan)
-    prepared = [prepare_model(p, data, plan, plan.opt_level) for p in job.paths]
+    prepared = [prepare_model(p, data, plan, **plan.prepare_options()) for p in job.paths]
     for p in prepared:
         if plan.budgets[-1] > p.space.total:
             raise QtoolError(
@@ -143,6 +157,7 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
             eligible_bits=p.space.total,
             eligible_tensors=len(p.targets),
             converted_to_raw_data=p.converted,
+            evaluation=p.evaluation,
         )
         for p in prepared
     ]
