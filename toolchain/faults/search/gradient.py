@@ -1,10 +1,12 @@
 """The gradient searcher: first-order ranking of every (element, bit) flip with the torch
-replica, then the exact attack loss of the best few per layer.
+replica; the progressive loop then measures the best few per layer in ONNX Runtime.
 
 For each target layer, dL/dW on the attack batch times each flip's value change ranks all
 flips (int8: two's complement, MSB worth -128; FP32: the IEEE-754 word with the bit toggled,
 non-finite results left out of the ranking); the top `per_layer` that raise the loss are
-then measured in the replica with that one element changed.
+the layer's candidates. dL/dW is accumulated over chunks of the attack batch sized so the
+autograd graph of one chunk stays under GRAD_MEMORY_MB: memory no longer grows with the
+number of attack samples.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from qtool.faults.search.attacked import SearchModel
+from qtool.faults.search.losses import MARGIN_CAP
 from qtool.faults.search.values import SEARCH_TYPES, flipped_values
+from qtool.stopping import Deadline
 
-MARGIN_CAP = 1.0
+GRAD_MEMORY_MB = 512  # autograd memory of one chunk of the attack batch (estimated)
+AUTOGRAD_FACTOR = 4  # saved activations, their gradients and temporaries per forward tensor
 # (first-order gain, target, word, bit, new value)
 Candidate = tuple[float, int, int, int, float]
 
 
 class GradientSearcher:
-    """First-order ranking with the torch replica, exact loss of the best few per layer."""
+    """First-order ranking of every bit flip with the torch replica."""
 
     def __init__(self, model: SearchModel, per_layer: int, objective: str = "auto"):
         from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph, torch_module
@@ -41,50 +46,76 @@ class GradientSearcher:
         self.loss_tensor, self.loss_kind = self.replica.logits_name(model.io.output_name)
         self.x = self.torch.from_numpy(np.ascontiguousarray(model.xa))
         self.y = self.torch.from_numpy(model.labels.astype(np.int64))
-        replica_pred = self._forward().argmax(1).numpy()
-        agreement = float((replica_pred == model.labels).mean())
+        self.chunk = self._chunk_rows()
+        with self.torch.no_grad():
+            pred = np.concatenate([self._forward(s).argmax(1).numpy() for s in self._chunks()])
+        agreement = float((pred == model.labels).mean())
         if agreement < 0.9:
             raise UnsupportedGraph(
                 f"the torch replica agrees with ONNX Runtime on only {100 * agreement:.0f} % "
                 "of the attack batch"
             )
 
-    def _forward(self, changed: str | None = None):
-        if changed is None:
-            env = self.replica.run_env({self.model.io.input_name: self.x})
-            self.cache = env
-        else:
-            env = self.replica.run_env(cache=self.cache, changed=[changed])
-        self.cache_out = env[self.loss_tensor].reshape(len(self.x), -1)
-        return self.cache_out
+    def _chunk_rows(self) -> int:
+        """Attack samples per chunk: GRAD_MEMORY_MB over the replica's bytes per sample."""
+        with self.torch.no_grad():
+            env = self.replica.run_env({self.model.io.input_name: self.x[:1]})
+        made = {o for node in self.replica.graph.node for o in node.output}
+        per_row = sum(
+            v.numel() * v.element_size()
+            for name, v in env.items()
+            if name in made and isinstance(v, self.torch.Tensor)
+        )
+        rows = GRAD_MEMORY_MB * 2**20 // max(1, per_row * AUTOGRAD_FACTOR)
+        return int(min(len(self.x), max(1, rows)))
 
-    def loss(self, grad: bool = False, changed: str | None = None):
+    def _chunks(self) -> list[slice]:
+        return [slice(s, s + self.chunk) for s in range(0, len(self.x), self.chunk)]
+
+    def _forward(self, rows: slice):
+        env = self.replica.run_env({self.model.io.input_name: self.x[rows]})
+        return env[self.loss_tensor].reshape(len(self.x[rows]), -1)
+
+    def _loss(self, rows: slice):
+        """The objective's mean over one chunk."""
         torch = self.torch
-        with torch.set_grad_enabled(grad):
-            out = self._forward(changed)
-            if self.objective == "margin":  # mean clamped logit margin (CW-style)
-                own = out.gather(1, self.y[:, None])[:, 0]
-                mask = torch.nn.functional.one_hot(self.y, out.shape[1]).bool()
-                other = out.masked_fill(mask, float("-inf")).amax(1)
-                return torch.clamp(other - own, max=MARGIN_CAP).mean()
-            if self.loss_kind == "log_probs":
-                return torch.nn.functional.nll_loss(out, self.y)
-            return torch.nn.functional.cross_entropy(out, self.y)
+        out, y = self._forward(rows), self.y[rows]
+        if self.objective == "margin":  # mean clamped logit margin (CW-style)
+            own = out.gather(1, y[:, None])[:, 0]
+            mask = torch.nn.functional.one_hot(y, out.shape[1]).bool()
+            other = out.masked_fill(mask, float("-inf")).amax(1)
+            return torch.clamp(other - own, max=MARGIN_CAP).mean()
+        if self.loss_kind == "log_probs":
+            return torch.nn.functional.nll_loss(out, y)
+        return torch.nn.functional.cross_entropy(out, y)
 
     def sync(self, i: int, word: int) -> None:
         """Copy a flipped element's value from the bytes into the replica."""
         t = self.model.targets[i]
         self.replica.set_element(t.loc.name, word, float(self.model.words(i)[word]))
 
-    def candidates(self) -> tuple[float, list[Candidate]]:
-        """(current loss, [(first-order gain, target, word, bit, new value)]) per layer."""
+    def gradients(self, deadline: Deadline | None = None) -> float:
+        """dL/dW of the attack batch into the replica's leaves, chunk by chunk; the loss."""
         for p in self.replica.params.values():
             p.grad = None
-        loss = self.loss(grad=True)
-        base = float(loss.detach())
+        total = 0.0
+        for rows in self._chunks():
+            if deadline is not None:
+                deadline.check()
+            loss = self._loss(rows) * (len(self.x[rows]) / len(self.x))
+            value = float(loss.detach())
+            total += value
+            if not np.isfinite(value):
+                return float("inf")
+            loss.backward()
+        return total
+
+    def candidates(self, deadline: Deadline | None = None) -> tuple[float, list[Candidate]]:
+        """(current replica loss, [(first-order gain, target, word, bit, new value)]): the top
+        `per_layer` flips of each layer that raise the loss."""
+        base = self.gradients(deadline)
         if not np.isfinite(base):
             return float("inf"), []
-        loss.backward()
         out = []
         for i, t in enumerate(self.model.targets):
             leaf = self.replica.params[t.loc.name]
@@ -109,20 +140,3 @@ class GradientSearcher:
                     w, b = divmod(int(idx), nbits)
                     out.append((float(flat[idx]), i, w, b, float(new[w, b])))
         return base, out
-
-    def measure(self, i: int, word: int, new_value: float) -> tuple[float, float]:
-        """(real attack loss, attack error rate) with one element changed (then restored)."""
-        name = self.model.targets[i].loc.name
-        leaf = self.replica.params[name]
-        old = float(leaf.detach().reshape(-1)[word])
-        self.replica.set_element(name, word, new_value)
-        try:
-            with np.errstate(all="ignore"):
-                value = float(self.loss(changed=name))
-                pred = self.cache_out.argmax(1)
-                errors = float((pred != self.y).float().mean())
-        finally:
-            self.replica.set_element(name, word, old)
-        if not np.isfinite(value):
-            return float("inf"), 1.0
-        return value, errors
