@@ -16,6 +16,8 @@ import click
 from qtool.commands.flip_modes import mode_of
 from qtool.commands.options import check_outputs, force_option, json_option, split_list
 from qtool.data.datasets import SPLITS
+from qtool.errors import QtoolError
+from qtool.faults.incremental import DEFAULT_CACHE_MB
 from qtool.faults.storage.models import FAULT_MODELS
 from qtool.faults.storage.selection import TARGET_CLASSES
 from qtool.faults.words import BIT_CLASSES, MAX_BIT
@@ -86,6 +88,9 @@ class FlipArgs:
     until_accuracy: float | None
     attack_samples: int
     seeds: int
+    time_budget: float | None
+    full_eval: bool
+    cache_mb: float
     json_path: Path | None
     force: bool
 
@@ -188,6 +193,28 @@ class FlipArgs:
     show_default=True,
     help="--search: repeat with this many seeded attack batches (mean ± std).",
 )
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="--search: stop after this long with the flips found so far (manifest marked "
+    "partial); the manifest is rewritten after every chosen flip anyway.",
+)
+@click.option(
+    "--full-eval",
+    is_flag=True,
+    help="Campaigns and --search: run the whole model for every faulted evaluation instead "
+    "of only the layers after the fault (the default, bit-identical).",
+)
+@click.option(
+    "--cache-mb",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_CACHE_MB,
+    show_default=True,
+    help="Limit of the clean activations kept for incremental evaluation, per process; "
+    "beyond it the earliest cuts (or all) fall back to running the whole model.",
+)
 @json_option
 @force_option
 def command(**options: Any) -> None:
@@ -210,8 +237,15 @@ def command(**options: Any) -> None:
           --workers 2 --plot curve.png --csv campaign.csv
       qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\
           --until-accuracy 20 --seeds 5 --out attacked.onnx --manifest flips.json
+      qtool flip resnet.int8.onnx --search progressive --bits 50 --data npz:scans.npz \\
+          --time-budget 600 --out attacked.onnx --manifest flips.json
+
+    Ctrl-C or SIGTERM during --search writes the flips found so far (marked partial) and
+    exits 130; --apply accepts such a manifest.
     """
     args = FlipArgs(**options)
+    if args.time_budget is not None and args.search is None:
+        raise QtoolError("--time-budget belongs to --search (the bit search stops in time)")
     check_outputs(
         args.force,
         [*args.models, args.apply_path, args.undo_path],

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from qtool.commands.flip_views import (
     campaign_plot,
     campaign_table,
+    evaluation_line,
     evaluation_table,
     flips_table,
     replay_table,
@@ -18,6 +19,7 @@ from qtool.commands.flip_views import (
 from qtool.commands.options import write_json_report
 from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
+from qtool.faults.search.results import write_search
 from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
 from qtool.modelfile.buffers import changed_files, read_model_files, write_model_files
 from qtool.outputs import atomic_write, write_json
@@ -112,9 +114,13 @@ def campaign(args: FlipArgs) -> None:
         seed=args.seed,
         split=args.split,
         workers=args.workers,
+        incremental=not args.full_eval,
+        cache_mb=args.cache_mb,
         **args.selection,
     )
     result = run_campaign(list(args.models), args.data_spec, plan)
+    for model in result.models:
+        info(evaluation_line(model.path, model.evaluation))
     show(campaign_table(result))
     info(
         f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
@@ -128,26 +134,47 @@ def campaign(args: FlipArgs) -> None:
 
 
 def search(args: FlipArgs) -> None:
-    """--search progressive: choose the bits (Bit-Flip Attack), write, print the log."""
-    from qtool.faults.search import repeated_search, write_search
+    """--search progressive: choose the bits (Bit-Flip Attack); the model, manifest and JSON
+    report are rewritten after every chosen flip (partial until the end), so Ctrl-C, SIGTERM
+    or --time-budget leave them valid; an interruption then exits 130."""
+    from qtool.faults.search import repeated_search
 
     _check_search(args)
     target = None if args.until_accuracy is None else args.until_accuracy / 100.0
-    result, summary = repeated_search(
-        args.models[0],
-        args.data_spec,
-        args.bits[0],
-        target,
-        attack_samples=args.attack_samples,
-        seeds=args.seeds,
-        seed=args.seed,
-        show_progress=True,
-    )
-    write_search(result, args.out, args.manifest_path, force=args.force)
+
+    def save(result, summary: dict | None = None) -> None:
+        # the outputs were checked before the search started; later saves replace ours
+        write_search(result, args.out, args.manifest_path, force=True)
+        write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
+
+    try:
+        result, summary = repeated_search(
+            args.models[0],
+            args.data_spec,
+            args.bits[0],
+            target,
+            attack_samples=args.attack_samples,
+            seeds=args.seeds,
+            seed=args.seed,
+            show_progress=True,
+            time_budget=args.time_budget,
+            incremental=not args.full_eval,
+            cache_mb=args.cache_mb,
+            checkpoint=save,
+        )
+    except KeyboardInterrupt as exc:
+        partial = getattr(exc, "search_result", None)
+        if partial is not None:
+            show(search_table(partial))
+            info(f"{partial.stopped}; the outputs hold the flips so far (marked partial)")
+        raise
+    save(result, summary)  # again: the manifest now carries the seeds summary
+    info(evaluation_line(result.model, result.evaluation))
     show(search_table(result))
+    if result.partial:
+        info(f"{result.stopped}; the outputs hold the flips found (marked partial)")
     if summary is not None:
         show(seeds_table(summary, args.until_accuracy, args.seed))
-    write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
 
 
 def _check_search(args: FlipArgs) -> None:
