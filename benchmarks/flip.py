@@ -169,7 +169,7 @@ def main() -> None:
             n = len(result.trial_results)
             print(
                 f"campaign on {model.name} ({n} trials, digits test {result.samples} samples, "
-                f"{workers} worker(s)): {result.trials_per_second:.1f} trials/s over the trials, "
+                f"{workers} worker(s)): {result.trials_per_s:.1f} trials/s over the trials, "
                 f"{n / wall:.1f} trials/s including model/data preparation and worker start "
                 f"(goal >= 20); clean accuracy {100 * result.models[0].clean_accuracy:.1f} %"
             )

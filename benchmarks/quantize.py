@@ -78,12 +78,13 @@ def fp32_model(name: str, data: str, workdir: Path, given: dict[str, Path], seed
 
 
 def quantise(name: str, data: str, src: Path, out: Path, seed: int) -> dict:
-    """Plain INT8 first; when it drops more than the target, let the accuracy-aware loop try."""
+    """Plain INT8 first; when it drops more than the target on the validation split, let the
+    accuracy-aware loop try (judged on val too: the test split is only reported)."""
     t0 = time.perf_counter()
     report = quantize_model(src, out, data, QuantizeOptions(seed=seed), force=True)
     plain = report.to_dict()
     result = {"data": data, "plain": plain, "quantize": plain}
-    if report.accuracy_drop_pp > TARGET_DROP_PP:
+    if report.validation is not None and report.validation.drop_pp > TARGET_DROP_PP:
         budgeted = QuantizeOptions(seed=seed, max_accuracy_drop=TARGET_DROP_PP, keep_best=True)
         try:
             report = quantize_model(src, out, data, budgeted, force=True)
@@ -128,16 +129,16 @@ def row(name: str, result: dict) -> list[str]:
     budgeted = (
         ""
         if q is plain
-        else f" -> {q['accuracy_drop_pp']:+.2f} ({len(q['settings']['fp32_nodes'])} FP32 nodes)"
+        else f" -> {q['test']['drop_pp']:+.2f} ({len(q['settings']['fp32_nodes'])} FP32 nodes)"
     )
     return [
-        f"{name} ({result['data']}, {q['eval_samples']})",
+        f"{name} ({result['data']}, {q['test']['samples']})",
         f"{fmt_bytes(q['size_before'])} -> {fmt_bytes(q['size_after'])}",
         f"{q['size_ratio']:.3f} "
         f"({q['initializer_bytes_after'] / q['initializer_bytes_before']:.3f})",
-        f"{100 * q['accuracy_before']:.2f} -> {100 * q['accuracy_after']:.2f}",
-        f"{plain['accuracy_drop_pp']:+.2f}" + budgeted,
-        f"{100 * q['top1_agreement']:.1f} %",
+        f"{100 * q['test']['fp32']:.2f} -> {100 * q['test']['int8']:.2f}",
+        f"{plain['test']['drop_pp']:+.2f}" + budgeted,
+        f"{100 * q['test']['top1_agreement']:.1f} %",
         *[
             f"{ratios[b]['fp32'].p50_ms:.3f} / {ratios[b]['int8'].p50_ms:.3f}"
             f"  ({ratios[b]['int8_over_fp32'].ratio:.2f} "
@@ -152,8 +153,8 @@ COLUMNS = [
     "model (data, test n)",
     "size",
     "size ratio (tensors only)",
-    "accuracy % FP32 -> INT8",
-    "drop pp (plain -> budgeted)",
+    "test accuracy % FP32 -> INT8",
+    "test drop pp (plain -> budgeted on val)",
     "top-1 agreement",
     *[f"p50 ms FP32 / INT8 b{b} (ratio [95% CI])" for b in BATCHES],
 ]
@@ -167,8 +168,8 @@ def verdicts(results: dict[str, dict]) -> list[str]:
         lines.append(
             f"{name}: size ratio {q['size_ratio']:.3f} "
             f"{'<=' if q['size_ratio'] <= TARGET_SIZE else '>'} {TARGET_SIZE}; "
-            f"drop {q['accuracy_drop_pp']:.2f} pp "
-            f"{'<=' if q['accuracy_drop_pp'] <= TARGET_DROP_PP else '>'} {TARGET_DROP_PP}"
+            f"test drop {q['test']['drop_pp']:.2f} pp "
+            f"{'<=' if q['test']['drop_pp'] <= TARGET_DROP_PP else '>'} {TARGET_DROP_PP}"
         )
     if "cnn" in results:
         r = results["cnn"]["latency"][32]["int8_over_fp32"]
@@ -177,18 +178,25 @@ def verdicts(results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def zoo_arguments(description: str, seconds: float) -> tuple[argparse.Namespace, dict, list]:
+    """The options of the zoo benchmarks (this one and placement.py): the parsed arguments,
+    the FP32 models given as NAME=PATH, and the model names asked for."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", type=Path, default=Path("bench-quantize"))
     parser.add_argument("--fp32", action="append", default=[], help="NAME=PATH of an FP32 model")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--seconds", type=float, default=30.0, help="timed wall time")
+    parser.add_argument("--seconds", type=float, default=seconds, help="timed wall time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     given = {k: Path(v) for k, _, v in (item.partition("=") for item in args.fp32)}
     names = [n.strip() for n in args.models.split(",") if n.strip()]
+    return args, given, names
+
+
+def main() -> None:
+    args, given, names = zoo_arguments(__doc__.splitlines()[0], 30.0)
 
     results: dict[str, dict] = {}
     contenders: list[Contender] = []

@@ -6,13 +6,15 @@ provider is attached, which options it gets and how its threads are pinned.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import onnx
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
-from qtool.runtimes.providers import provider_specs
+from qtool.runtimes.plugins import first_line
+from qtool.runtimes.providers import DEFAULT_PRECISION, ProviderSpec, session_specs
 
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -30,7 +32,7 @@ def available_providers() -> list[str]:
 def resolve_providers(names: list[str] | tuple[str, ...] | None) -> list[str]:
     """Map qtool names or aliases (cpu, CPUExecutionProvider) to onnxruntime's names; an
     unknown or unusable one is bad input (param "providers")."""
-    return [spec.ort_name for spec in provider_specs(names)]
+    return [spec.ort_name for spec in session_specs(names)]
 
 
 def session_options(
@@ -65,12 +67,17 @@ def make_session(
     threads: int | None = None,
     opt_level: str = "all",
     spinning: bool | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> ort.InferenceSession:
     """An InferenceSession from a path, serialized bytes or a ModelProto, through the specs of
-    `providers` (qtool names or aliases, in priority order; default cpu)."""
-    specs = provider_specs(providers)
+    `providers` (qtool names or aliases, in priority order; default cpu) at `precision`
+    (fp32: reduced precision forbidden; auto: each provider's own choice).
+
+    A model the providers cannot load is bad input (QtoolError, exit 2) whose one line names
+    the provider(s) and, where onnxruntime says which, the op."""
+    specs = session_specs(providers)
     options = session_options(threads, opt_level, spinning)
-    chosen = [pair for spec in specs if (pair := spec.attach(options, threads)) is not None]
+    chosen = [pair for spec in specs if (pair := spec.attach(options, threads, precision))]
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
     source = str(model) if isinstance(model, Path) else model
@@ -78,5 +85,32 @@ def make_session(
         return ort.InferenceSession(source, sess_options=options, providers=chosen or None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
         where = source if isinstance(source, str) else "the model"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise QtoolError(f"ONNX Runtime cannot load {where}: {first}") from exc
+        raise QtoolError(load_failure(specs, where, exc)) from exc
+
+
+_OP_PATTERNS = (
+    re.compile(r"Could not find an implementation for (\S+?)\((\d+)\) node with name '([^']*)'"),
+    re.compile(r"(\S+?)\((-?\d+)\) is not a registered function/op"),
+    re.compile(r"No Op registered for (\S+) with domain_version of (\d+)"),
+)
+
+
+def failed_op(message: str) -> str | None:
+    """The op onnxruntime names in a load error ("Abs (opset 13, node 'n0')"), if any."""
+    for pattern in _OP_PATTERNS:
+        found = pattern.search(message)
+        if found:
+            op, version = found.group(1), found.group(2)
+            node = f", node '{found.group(3)}'" if pattern.groups > 2 else ""
+            return f"{op} (opset {version}{node})" if int(version) >= 0 else op
+    return None
+
+
+def load_failure(specs: list[ProviderSpec], where: str, exc: BaseException) -> str:
+    """One line: which provider could not load what, the op if onnxruntime names one, and
+    onnxruntime's own first line."""
+    names = ", ".join(f"{s.name} ({s.ort_name})" for s in specs)
+    text = str(exc)
+    op = failed_op(text)
+    what = f"op {op} is not supported: " if op else ""
+    return f"execution provider {names} cannot load {where}: {what}{first_line(exc)}"

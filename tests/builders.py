@@ -85,3 +85,47 @@ def conv_model(seed: int = 0) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: Path) -> Path:
     onnx.save(model, str(path))
     return path
+
+
+def one_conv(batch: str | int = "N") -> onnx.ModelProto:
+    """x (2 x 5 x 5) -> Conv 3 filters 3x3, pad 1, with bias -> y (3 x 5 x 5): small enough to
+    count its operations by hand (75 outputs x 18 multiply-accumulates)."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1] * 4)],
+        "one_conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2, 5, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 3, 5, 5])],
+        [
+            numpy_helper.from_array(rng.normal(size=(3, 2, 3, 3)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.normal(size=3).astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return model
+
+
+def qdq_quantize(src: Path, out: Path, x: np.ndarray, exclude: list[str] | None = None) -> Path:
+    """ONNX Runtime's own static QDQ quantisation (uint8 activations, int8 weights) of the
+    model at `src`, calibrated on `x` fed to its input "x" in one batch."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"x": x}])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(
+        str(src), str(out), Reader(), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        nodes_to_exclude=list(exclude or []),
+    )  # fmt: skip
+    return out

@@ -41,3 +41,14 @@ def zoo_models(zoo_checkpoints, tmp_path_factory) -> dict[str, Path]:
         export_model(name, path, weights=ckpt)
         out[name] = path
     return out
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler(tmp_path_factory) -> str:
+    """A `dask scheduler` and two single-thread `dask worker` processes on 127.0.0.1, started
+    once for the session and stopped at its end (also when a test fails)."""
+    pytest.importorskip("distributed")
+    from dask_cluster import scheduler_and_workers
+
+    with scheduler_and_workers(tmp_path_factory.mktemp("dask")) as address:
+        yield address

@@ -15,7 +15,10 @@ from qtool.benchmarking import BenchPlan, run_bench
 from qtool.cli import main
 from qtool.modelfile.load import sha256_file
 
-FAST = ["--runs", "15", "--warmup", "2", "--energy-window", "0.05", "--energy-rounds", "1"]
+FAST = [
+    "--runs", "15", "--warmup", "2", "--energy-window", "0.05", "--energy-rounds", "1",
+    "--thread-check", "0.05",
+]  # fmt: skip
 
 
 def run(*args):
@@ -144,10 +147,12 @@ def test_api_energy_off_and_data_inputs(models):
 
 def test_unknown_provider_names_installed_ones(models):
     fp32, _ = models
-    result = run("bench", fp32, "--providers", "nosuch", *FAST)
-    assert_clean_exit2(result, "error: --providers:", "nosuch", "CPUExecutionProvider")
-    gpu = run("bench", fp32, "--providers", "cpu,cuda", *FAST)
-    assert_clean_exit2(gpu, "error: --providers:", "'cuda'", "out of scope: GPU")
+    result = run("bench", fp32, "--provider", "nosuch", *FAST)
+    assert_clean_exit2(result, "error: --provider:", "nosuch", "CPUExecutionProvider")
+    gpu = run("bench", fp32, "--providers", "cpu,cuda", *FAST)  # the old spelling still works
+    assert_clean_exit2(gpu, "error: --provider:", "'cuda'", "out of scope: GPU")
+    twice = run("bench", fp32, "--provider", "cpu,CPUExecutionProvider", *FAST)
+    assert_clean_exit2(twice, "error: --provider:", "named twice")
 
 
 def test_list_providers():
@@ -247,3 +252,35 @@ def test_bad_usage_exit_2(models, tmp_path):
     assert_clean_exit2(run("bench", fp32, "--threads", "1,x", *FAST), "--threads:", "'1,x'")
     assert_clean_exit2(run("bench", tmp_path / "missing.onnx", *FAST), "missing.onnx")
     assert_clean_exit2(run("bench"), "at least one MODEL")
+
+
+def test_analytic_energy_beside_the_estimate_each_labelled(models, tmp_path):
+    fp32, int8 = models
+    out = tmp_path / "bench.json"
+    result = run("bench", fp32, int8, *FAST, "--energy", "estimate,analytic", "--json", out)
+    assert result.exit_code == 0, result.output
+    assert "energy/item (mJ, ESTIMATED)" in result.text
+    assert "energy/inference (mJ, ANALYTIC)" in result.text
+    assert "analytic ratio vs baseline" in result.text and "Horowitz" in result.text
+    assert "never compared as if alike" in result.text
+    payload = json.loads(out.read_text())
+    assert payload["settings"]["energy"] == "estimate"
+    assert payload["settings"]["analytic_energy"] is True
+    analytic = payload["analytic"]
+    assert analytic["kind"] == "analytic" and "ISSCC 2014" in analytic["source"]
+    bills = analytic["models"]
+    assert bills["conv.onnx"]["fp32_macs"] == bills["conv.int8.onnx"]["int8_macs"] > 0
+    assert analytic["ratio_vs_baseline"]["conv.onnx"] == 1.0
+    assert 0 < analytic["ratio_vs_baseline"]["conv.int8.onnx"] < 1
+    # the measured kind keeps its own ratio; no ratio crosses kinds
+    ratio = payload["groups"][0]["configs"][1]["ratio"]
+    assert ratio["energy_ratio_note"].startswith("estimated")
+    alone = run("bench", fp32, *FAST, "--energy", "analytic", "--json", tmp_path / "a.json")
+    assert alone.exit_code == 0, alone.output  # analytic alone = auto,analytic
+    assert json.loads((tmp_path / "a.json").read_text())["settings"]["energy"] == "auto"
+
+
+def test_bad_energy_lists_exit_2(models):
+    fp32, _ = models
+    for value in ("rapl,estimate", "banana", "analytic,watts"):
+        assert_clean_exit2(run("bench", fp32, *FAST, "--energy", value), "--energy:", "analytic")

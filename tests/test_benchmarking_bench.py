@@ -12,7 +12,7 @@ from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
 from qtool.outputs import write_json
 
-QUICK = dict(runs=4, warmup=0, energy="off")
+QUICK = dict(runs=4, warmup=0, energy="off", thread_check_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +25,19 @@ def test_every_configuration_in_plan_order(two_models):
     heard: list[str] = []
     plan = BenchPlan(batches=[1, 3], threads=[1, 2], providers=["CPUExecutionProvider"], **QUICK)
     result = run_bench(list(two_models), plan, on_group=heard.append)
-    keys = [(g.provider, g.threads, g.batch) for g in result.groups]
-    assert keys == [("CPUExecutionProvider", t, b) for t in (1, 2) for b in (1, 3)]
-    assert heard[1] == "CPUExecutionProvider, 1 thread(s), batch 3"
+    keys = [(g.providers, g.threads, g.batch) for g in result.groups]
+    assert keys == [(["cpu"], t, b) for t in (1, 2) for b in (1, 3)]
+    assert heard[1] == "cpu, 1 thread(s), batch 3"
     for group in result.groups:
         assert [c.name for c in group.configs] == ["a.onnx", "b.onnx"]
         assert all(c.latency.runs == 4 and c.threads == group.threads for c in group.configs)
         assert group.configs[1].ratio.baseline == "a.onnx"
-    assert result.settings["providers"] == ["CPUExecutionProvider"]
+        assert all(c.provider == "cpu" and c.precision == "fp32" for c in group.configs)
+        assert all(c.ort_provider == "CPUExecutionProvider" for c in group.configs)
+        assert all(c.provider_ratio is None for c in group.configs)  # one provider
+        for c in group.configs:  # the thread count is measured, not assumed
+            assert c.threads_used["threads"] == group.threads and c.threads_used["pinned"]
+    assert result.settings["providers"] == ["cpu"] and result.settings["precision"] == "fp32"
     assert result.providers == [
         {
             "name": "cpu",
@@ -41,8 +46,10 @@ def test_every_configuration_in_plan_order(two_models):
             "options": {},
             "threads_pinned_by": "session intra_op_num_threads",
             "precision": result.providers[0]["precision"],
+            "precision_mode": "fp32",
         }
     ]
+    assert result.failures == [] and result.accuracy == []
 
 
 def test_a_loaded_dataset_feeds_the_models(two_models):

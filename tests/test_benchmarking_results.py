@@ -18,6 +18,7 @@ from qtool.benchmarking.results import (
     order_summary,
 )
 from qtool.runtimes.energy import EnergyPlan, EnergyWindow, IdlePower
+from qtool.runtimes.providers import PROVIDERS
 
 ESTIMATE = EnergyPlan("estimate", "estimate", "asked for", watts_per_core=10.0)
 RAPL = EnergyPlan("rapl", "rapl", "RAPL at /fake")
@@ -49,6 +50,9 @@ def test_rapl_subtracts_idle_power_over_the_window_time():
     assert e.mj_per_item == pytest.approx(e.mj_per_call / 2)
 
 
+CPU = PROVIDERS.get("cpu")
+
+
 def test_idle_before_and_after_are_averaged():
     a, b = IdlePower({"package": 4.0}, 1.0), IdlePower({"package": 6.0, "dram": 2.0}, 1.0)
     both = mean_idle(a, b)
@@ -58,10 +62,10 @@ def test_idle_before_and_after_are_averaged():
 
 def _group(samples_ns: list[list[int]], raw: bool = False) -> GroupResult:
     configs = [
-        config_result(f"m{i}.onnx", f"m{i}", ("CPUExecutionProvider", 1, 2), "random", s, raw)
+        config_result(f"m{i}.onnx", f"m{i}", (CPU, "fp32", 1, 2), "random", s, raw)
         for i, s in enumerate(samples_ns)
     ]
-    return GroupResult("CPUExecutionProvider", 1, 2, len(samples_ns[0]), 0, 1.0, "", {}, configs)
+    return GroupResult(["cpu"], 1, 2, len(samples_ns[0]), 0, 1.0, "", {}, configs)
 
 
 def test_summaries_keep_a_histogram_and_samples_only_when_asked():

@@ -74,3 +74,24 @@ def test_array_layouts_to_float_nchw():
     assert np.allclose(to_float_nchw(floats, "f")[0], 0.5)  # floats are not rescaled
     with pytest.raises(QtoolError, match="must be"):
         to_float_nchw(np.zeros(3), "v")
+
+
+def test_uploaded_bytes_decode_like_files_and_big_images_are_refused(pictures):
+    d = pictures["dir"]
+    from_bytes = read_image((d / "grey.png").read_bytes(), name="upload.png")
+    assert np.array_equal(from_bytes, read_image(d / "grey.png"))
+    with pytest.raises(QtoolError, match="upload.png is 8x6 .* over the limit of 10") as exc:
+        read_image((d / "grey.png").read_bytes(), name="upload.png", max_pixels=10)
+    assert exc.value.param == "max_pixels"
+    with pytest.raises(QtoolError, match="cannot read image the upload"):
+        read_image(b"%PDF-1.4 not an image")
+
+
+def test_dicom_bytes_are_sniffed_by_their_preamble():
+    pytest.importorskip("pydicom")
+    from dicom_files import example
+
+    path = example("MR_small.dcm")
+    grey = read_image(path.read_bytes())
+    assert grey.shape == (1, 1, 64, 64) and np.array_equal(grey, read_image(path))
+    assert read_image(path, channels=3).shape == (1, 3, 64, 64)

@@ -1,4 +1,5 @@
-"""The files `qtool predict` is given (images, .npz) -> one batch with each row's origin."""
+"""The files `qtool predict` is given (images, DICOM, .npz) -> one batch with each row's
+origin."""
 
 from __future__ import annotations
 
@@ -51,3 +52,20 @@ def test_bad_inputs(tmp_path):
         load_inputs([tmp_path / "six.png", tmp_path / "nine.png"], ["N", 1, "H", "W"])
     x, _ = load_inputs([tmp_path / "six.png", tmp_path / "nine.png"], ["N", 1, 8, 8])
     assert x.shape == (2, 1, 8, 8)
+
+
+def test_dicom_frames_are_rows_and_match_the_png_of_the_same_pixels(tmp_path):
+    pytest.importorskip("pydicom")
+    from dicom_files import write_dicom
+
+    pixels = (np.arange(64, dtype=np.uint8) * 4).reshape(8, 8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    # window 128/256 maps stored 0..255 onto exactly v / 255, as a PNG reads
+    write_dicom(tmp_path / "a.dcm", np.stack([pixels, pixels.T]), WindowCenter=128, WindowWidth=256)
+    x, origin = load_inputs([tmp_path / "a.png", tmp_path / "a.dcm"], ["N", 1, 8, 8])
+    assert x.shape == (3, 1, 8, 8)
+    assert origin[1:] == [(str(tmp_path / "a.dcm"), 0), (str(tmp_path / "a.dcm"), 1)]
+    np.testing.assert_allclose(x[1], x[0], atol=1e-6)
+    np.testing.assert_allclose(x[2, 0], x[0, 0].T, atol=1e-6)
+    with pytest.raises(QtoolError, match="over the limit"):
+        load_inputs([tmp_path / "a.dcm"], ["N", 1, 8, 8], max_pixels=100)

@@ -32,12 +32,23 @@ def _folder(tmp_path):
     return tmp_path / "f"
 
 
+def _dicom(tmp_path):
+    from dicom_files import write_dicom
+
+    for label in ("a", "b"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        write_dicom(tmp_path / "d" / label / "0.dcm", np.eye(4, dtype=np.uint8))
+    return tmp_path / "d"
+
+
 def test_every_registered_source_parses_and_loads(tmp_path):
+    pytest.importorskip("pydicom")
     specs = {
         "digits": "digits",
         "breast-cancer": "breast-cancer",
         "npz": f"npz:{_npz(tmp_path)}",
         "folder": f"folder:{_folder(tmp_path)}",
+        "dicom": f"dicom:{_dicom(tmp_path)}",
     }
     assert sorted(SOURCES.names()) == sorted(specs), "a new source needs a case here"
     for name, spec in specs.items():
@@ -115,7 +126,7 @@ def test_a_new_source_is_one_registry_entry(monkeypatch):
 
 def test_spec_help_names_the_splits_and_sources_in_order():
     assert spec_help() == (
-        "use digits, breast-cancer, npz:PATH or folder:PATH, optionally ending in "
+        "use digits, breast-cancer, npz:PATH, folder:PATH or dicom:FOLDER, optionally ending in "
         ":train, :val or :test"
     )
     assert SPLITS == ("train", "val", "test")

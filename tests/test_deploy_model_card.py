@@ -98,8 +98,9 @@ def test_card_carries_the_manifest_and_report_figures(model, tmp_path):
         "- 91.23 % on 114 samples of breast-cancer (test), from `reports/eval.json`; "
         "sensitivity 95.00 %, specificity 87.50 % (positive: malignant)"
     ) in card
-    assert "| m.onnx | 8 | 2 | 0.5 ms | 16,000 | 0.125 mJ (estimated) |" in card
-    assert "| m.int8.onnx | 8 | 2 | 0.25 ms | 32,000 | not measured |" in card
+    assert "| m.onnx | cpu | 8 | 2 | 0.5 ms | 16,000 | 0.125 mJ (estimated) |" in card
+    assert "| m.int8.onnx | cpu | 8 | 2 | 0.25 ms | 32,000 | not measured |" in card
+    assert "- Execution provider: not recorded (qtool predict runs the CPU provider)" in card
     assert "Energy is ESTIMATED" in card
     assert "Mean test accuracy over 5 trials per budget (digits, targets=weights)" in card
     assert "| m.onnx | 90.00 % | 85.00 % | 50.00 % |" in card

@@ -69,7 +69,38 @@ def test_changed_bundle_is_refused(setup, tmp_path):
     data = bytearray((tmp_path / "b" / "lin.onnx.data").read_bytes())
     data[100] ^= 0x01
     (tmp_path / "b" / "lin.onnx.data").write_bytes(bytes(data))
-    with pytest.raises(WorkFailed, match=r"failed verification \(w changed\)"):
+    with pytest.raises(WorkFailed, match=r"failed verification \(tensor w changed\)"):
         predict_bundle(tmp_path / "b", [tmp / "s.npz"])
     with pytest.raises(QtoolError, match="does not exist"):
         predict_bundle(tmp_path / "nope", [tmp / "s.npz"])
+
+
+def test_signed_bundle_with_trust_and_dicom_inputs(setup, tmp_path):
+    """A DICOM of the same pixels predicts exactly as the PNG does; --trust refuses a bundle
+    signed by another key."""
+    pytest.importorskip("cryptography")
+    pytest.importorskip("pydicom")
+    from dicom_files import write_dicom
+    from PIL import Image
+
+    from qtool.deploy.signing import SignatureRefused, generate_keypair, load_trust
+
+    tmp, expected = setup
+    keys = {n: generate_keypair(tmp_path / n) for n in ("release", "other")}
+    src = tmp / "src" / "lin.onnx"
+    package(src, tmp_path / "signed", sign_key=keys["release"].private)
+    images = (load_dataset("digits:test").x[:3, 0] * 255).round().astype(np.uint8)
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    write_dicom(tmp_path / "a.dcm", images, WindowCenter=128, WindowWidth=256)
+    trust = load_trust([keys["release"].public])
+    png, info = predict_bundle(tmp_path / "signed", [tmp_path / "a.png"], trust)
+    dcm, _ = predict_bundle(tmp_path / "signed", [tmp_path / "a.dcm"], trust)
+    assert "signed by trusted key" in info["signer"]
+    assert [p.label for p in dcm] == expected[:3].tolist()
+    assert (dcm[0].label, dcm[0].probability) == (png[0].label, pytest.approx(png[0].probability))
+    assert [p.index for p in dcm] == [0, 1, 2]
+    other = load_trust([keys["other"].public])
+    with pytest.raises(SignatureRefused, match="not in the trust list"):
+        predict_bundle(tmp_path / "signed", [tmp_path / "a.png"], other)
+    _, plain = predict_bundle(tmp / "bundle", [tmp_path / "a.png"])
+    assert plain["signer"] == "signer unverified: the bundle is unsigned"

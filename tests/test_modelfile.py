@@ -8,7 +8,7 @@ import os
 import numpy as np
 import onnx
 import pytest
-from builders import conv_model, digits_linear_weights, linear_image_model, save
+from builders import conv_model, digits_linear_weights, linear_image_model, one_conv, save
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
@@ -164,3 +164,16 @@ def test_inspect_json_and_input_unchanged(tmp_path):
     payload = json.loads((tmp_path / "s.json").read_text())
     assert payload["parameters"] == 2610 and payload["quantization"] == "none"
     assert sha256_file(path) == before
+
+
+def test_inspect_energy_is_labelled_analytic(tmp_path):
+    path = save(one_conv(), tmp_path / "conv.onnx")
+    out = tmp_path / "s.json"
+    result = CliRunner().invoke(main, ["inspect", str(path), "--energy", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "ANALYTIC (45 nm table, not measured)" in text and "Horowitz" in text
+    assert "fp32 multiply-accumulate: multiplies" in text and "1,350 operations" in text
+    energy = json.loads(out.read_text())["energy"]
+    assert energy["kind"] == "analytic" and energy["fp32_macs"] == 1350
+    assert energy["pj_per_inference"] == pytest.approx(49510)  # by hand: see test_runtimes_*

@@ -1,4 +1,4 @@
-"""Calibration samples: batches, ORT's reader protocol, evaluation data choice, bad data."""
+"""Calibration samples: memory-sized batches, ORT's reader protocol, labelled splits, bad data."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from qtool.data.sources import load_dataset
 from qtool.errors import QtoolError
 from qtool.evaluation.model_io import model_io
 from qtool.quantization.calibration import (
+    CALIB_BATCH,
     Calibration,
     batches,
+    calibration_batch,
     debug_subset,
-    eval_dataset,
+    labelled_split,
     prepare,
     reader,
 )
@@ -49,20 +51,34 @@ def test_debug_subset_is_seeded_and_in_order():
     assert len(debug_subset(x[:5], 8, seed=3)) == 5
 
 
-def test_evaluation_data_is_asked_for_else_calib_test_else_metadata(tmp_path):
-    data, note = eval_dataset("breast-cancer:val", "digits", {})
-    assert (data.spec, data.split, note) == ("breast-cancer", "val", None)
-    data, _ = eval_dataset(None, "digits:train", {})
-    assert (data.spec, data.split) == ("digits", "test")  # the calib spec's test split
+def test_labelled_splits_are_asked_for_else_calib_split_else_metadata(tmp_path):
+    data, note = labelled_split("breast-cancer:val", "digits", {}, "test", "test_data")
+    assert (data.spec, data.split, note) == ("breast-cancer", "val", None)  # its own suffix
+    data, _ = labelled_split("breast-cancer", "digits", {}, "val", "val_data")
+    assert (data.spec, data.split) == ("breast-cancer", "val")  # else the role's split
+    data, _ = labelled_split(None, "digits:train", {}, "test", "test_data")
+    assert (data.spec, data.split) == ("digits", "test")  # the calib spec's split
+    data, _ = labelled_split(None, "digits:train", {}, "val", "val_data")
+    assert (data.spec, data.split) == ("digits", "val")
     unlabelled = tmp_path / "u.npz"
     np.savez(unlabelled, test_images=np.zeros((2, 8, 8), np.uint8))
-    data, _ = eval_dataset(None, f"npz:{unlabelled}", {"dataset": "breast-cancer"})
+    data, _ = labelled_split(None, f"npz:{unlabelled}", {"dataset": "breast-cancer"}, "test", "t")
     assert data.spec == "breast-cancer"  # calib has no labels: the model's own data set
-    data, note = eval_dataset(None, f"npz:{unlabelled}", {})
-    assert data is None and note.startswith("accuracy not measured") and "no labels" in note
+    data, note = labelled_split(None, f"npz:{unlabelled}", {}, "test", "test_data")
+    assert data is None and "no labels" in note
+    data, note = labelled_split(None, f"npz:{unlabelled}", {}, "val", "val_data")
+    assert data is None and "split 'val' does not exist" in note  # never the test split
     with pytest.raises(QtoolError, match="no labels to score") as info:
-        eval_dataset(f"npz:{unlabelled}", "digits", {})
-    assert info.value.param == "eval_data"
+        labelled_split(f"npz:{unlabelled}", "digits", {}, "val", "val_data")
+    assert info.value.param == "val_data"
+
+
+def test_calibration_batch_fits_the_activation_memory():
+    model = linear_image_model(np.zeros((64, 10), np.float32), np.zeros(10, np.float32))
+    per_sample = 2 * (64 + 10) * 4  # two copies of flat and logits, float32
+    assert calibration_batch(model, 10 * per_sample) == 10
+    assert calibration_batch(model, 1) == 1  # never less than one sample
+    assert calibration_batch(model, 1 << 30) == CALIB_BATCH  # never more than the default
 
 
 def test_data_that_cannot_feed_the_input_is_bad_input_naming_the_param(tmp_path):

@@ -9,6 +9,7 @@ from onnx import TensorProto
 
 from qtool.data.sources import load_dataset
 from qtool.errors import QtoolError, WorkFailed
+from qtool.quantization import quantizer
 from qtool.quantization.calibration import Calibration, batches
 from qtool.quantization.quantizer import (
     Job,
@@ -44,7 +45,10 @@ def test_unnamed_nodes_get_stable_unique_names(tmp_path):
     assert info.value.param == "exclude_nodes"
 
 
-def test_preprocess_copies_the_model_when_ort_cannot_prepare_it(tmp_path):
+@pytest.mark.parametrize("child", [False, True], ids=["in-process", "child-process"])
+def test_preprocess_copies_the_model_when_ort_cannot_prepare_it(tmp_path, monkeypatch, child):
+    if child:  # what a model of 16 MB or more gets
+        monkeypatch.setattr(quantizer, "CHILD_PROCESS_BYTES", 0)
     src = save(conv_model(), tmp_path / "m.onnx")
     ok, why = preprocess(src, tmp_path / "pre.onnx")
     assert ok is True and why is None and onnx.load(str(tmp_path / "pre.onnx")).graph.node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from builders import conv_model, save
 from onnx import TensorProto, helper
 
@@ -68,3 +69,35 @@ def test_sqnr_of_the_output_matches_a_direct_computation(tmp_path):
     keys = [(-e.added_noise, e.sqnr_db, e.tensor) for e in errors]
     assert keys == sorted(keys)  # worst first, ties by name
     assert all(0 <= e.added_noise <= 1 and e.sqnr_db <= 200 for e in errors)
+
+
+def test_streaming_gives_the_full_analysis_tensor_errors(tmp_path):
+    """The streamed SQNR equals qdq_loss_debug's collect-everything run, at any memory bound
+    (1 byte: one sample at a time; 1 GiB: everything after the first sample)."""
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    from qtool.quantization.calibration import batches, reader
+    from qtool.quantization.tensor_errors import measure_sqnr
+
+    src, q, _, x = _quantised(tmp_path)
+    io = model_io(ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]))
+    aug_f, aug_q = tmp_path / "full_f.onnx", tmp_path / "full_q.onnx"
+    modify_model_output_intermediate_tensors(str(src), str(aug_f))
+    modify_model_output_intermediate_tensors(str(q), str(aug_q))
+    parts = batches(x, 8, None)
+    float_acts = collect_activations(str(aug_f), reader("x", parts))
+    qdq_acts = collect_activations(str(aug_q), reader("x", parts))
+    matched = create_activation_matching(qdq_acts, float_acts)
+    matched = {k: v for k, v in matched.items() if v.get("float")}
+    full = {t: e["xmodel_err"] for t, e in compute_activation_error(matched).items()}
+    assert {"x", "r", "logits"} <= set(full)
+    for memory in (1, 1 << 30):
+        streamed = measure_sqnr(src, q, io, x, tmp_path, memory)
+        assert set(streamed) == set(full)
+        for tensor, db in full.items():
+            assert streamed[tensor] == pytest.approx(db, abs=1e-3), tensor

@@ -171,17 +171,20 @@ def test_cli_cnn_qdq_int8_weights_accuracy_json(tmp_path, models):
     assert _int8_weight_check(out) == 4
     report = json.loads(js.read_text())
     for key in (
-        "size_before", "size_after", "size_ratio", "accuracy_before", "accuracy_after",
-        "accuracy_drop_pp", "top1_agreement", "tensor_errors", "settings", "source_sha256",
-        "within_budget", "fallback_steps",
+        "size_before", "size_after", "size_ratio", "validation", "test", "tensor_errors",
+        "settings", "source_sha256", "within_budget", "fallback_steps",
     ):  # fmt: skip
         assert key in report, key
     assert report["size_after"] == out.stat().st_size
     assert report["size_ratio"] < 0.5
-    assert report["accuracy_before"] > 0.9
-    assert report["accuracy_drop_pp"] <= 1.0
+    val, test = report["validation"], report["test"]
+    # the budget is judged on the val split; the test split is only reported
+    assert (val["data"], val["samples"], val["role"]) == ("digits:val", 180, "budget")
+    assert (test["data"], test["samples"], test["role"]) == ("digits:test", 360, "reported")
+    assert test["fp32"] > 0.9 and val["drop_pp"] <= 1.0
     assert report["within_budget"] is True
-    assert report["eval_data"] == "digits:test" and report["eval_samples"] == 360
+    assert "digits:val, 180 samples (budget judged here)" in result.output
+    assert "digits:test, 360 samples (reported only)" in result.output
     assert report["tensor_errors"] and all("sqnr_db" in e for e in report["tensor_errors"])
     assert report["settings"]["samples"] == 256 and report["settings"]["seed"] == 3
     assert "worst first" in result.output and "size ratio" in result.output
@@ -193,12 +196,16 @@ def test_cli_cnn_qdq_int8_weights_accuracy_json(tmp_path, models):
     assert q["activation_type"] == "uint8" and q["weight_type"] == "int8"
     assert q["calibration"] == "digits" and q["samples"] == 256 and q["seed"] == 3
     assert isinstance(q["reduce_range"], bool) and q["onnxruntime_version"]
+    # the placement: its mode and what it kept out in the metadata, how in the report
+    assert q["placement"] == {"mode": "int8-kernels", "excluded": []}
+    assert report["placement"]["kinds"].get("int8 kernel", 0) >= 4
+    assert report["placement"]["rounds"][0]["conversions"] >= 2
     assert meta["source_sha256"] == before
     assert meta["normalization"] == {"mean": MEAN, "std": STD}
     evaluated = run("eval", out, "--data", "digits", "--json", tmp_path / "e.json")
     assert evaluated.exit_code == 0, evaluated.output
     acc = json.loads((tmp_path / "e.json").read_text())["accuracy"]
-    assert acc == pytest.approx(report["accuracy_after"])
+    assert acc == pytest.approx(test["int8"])
 
     # an existing output is refused without --force, and left alone
     stamp = sha256_file(out)
@@ -248,9 +255,33 @@ def test_third_party_model_with_input_name_and_npz(tmp_path, models):
     result = run("quantize", src, "--out", out, *args)
     assert result.exit_code == 0, result.output
     report = json.loads(js.read_text())
-    assert report["eval_data"] == f"npz:{npz}:test" and report["eval_samples"] == 360
+    assert report["test"]["data"] == f"npz:{npz}:test" and report["test"]["samples"] == 360
+    assert report["validation"] is None  # the file has no val split: nothing judged there
+    assert any("val accuracy not measured" in n for n in report["notes"])
     assert report["settings"]["calibration_split"] == "train"
     assert qtool_metadata(onnx.load(str(out)))["quantization"]["samples"] == 32
+
+    # a budget needs a val split: never judged on the test split, said in one line
+    budget = run("quantize", src, "--out", tmp_path / "b.onnx", *args[:6], "--max-accuracy-drop", 1)
+    assert budget.exit_code == 2, budget.output
+    assert "--val-data: an accuracy budget is judged on a labelled validation split" in (
+        budget.output
+    )
+    assert "split 'val' does not exist" in budget.output and "Traceback" not in budget.output
+    assert not (tmp_path / "b.onnx").exists()
+    # naming the test split as validation data is refused: it would tune on the test split
+    same = run(
+        "quantize", src, "--out", tmp_path / "b.onnx", *args[:6], "--val-data", f"npz:{npz}:test"
+    )
+    assert same.exit_code == 2 and "the validation data is the test data" in same.output
+    # other held-out labelled data is the explicit way to judge a budget
+    held_out = run(
+        "quantize", src, "--out", tmp_path / "b.onnx", *args[:6], "--val-data", "digits:val",
+        "--max-accuracy-drop", 5, "--json", tmp_path / "b.json",
+    )  # fmt: skip
+    assert held_out.exit_code == 0, held_out.output
+    judged = json.loads((tmp_path / "b.json").read_text())["validation"]
+    assert judged["data"] == "digits:val" and judged["role"] == "budget"
 
 
 # --- the accuracy-aware loop -----------------------------------------------------------------
@@ -274,8 +305,10 @@ def test_accuracy_aware_loop_keeps_damaged_nodes_fp32(tmp_path, models):
     kept = report["settings"]["fp32_nodes"]
     assert {"relu1", "fc1"} & set(kept), kept
     assert report["fallback_steps"] and report["fallback_steps"][0]["added"]
-    assert report["accuracy_drop_pp"] <= 1
-    assert "accuracy-aware steps (1 tensor(s) per step)" in result.output
+    assert report["validation"]["drop_pp"] <= 1  # judged on val
+    # each step's accuracy is the validation split's, the final one is the report's
+    assert report["fallback_steps"][-1]["accuracy"] == report["validation"]["int8"]
+    assert "accuracy-aware steps (1 tensor(s) per step," in result.output
     model = onnx.load(str(out))
     assert qtool_metadata(model)["quantization"]["fp32_nodes"] == kept
     by_name = {n.name: n for n in model.graph.node}
@@ -306,7 +339,7 @@ def test_unreachable_budget_writes_nothing_unless_keep_best(tmp_path, models):
     with pytest.raises(BudgetNotMet) as info:
         options = QuantizeOptions(per_channel=False, samples=32, max_accuracy_drop=1.0, max_steps=0)
         quantize_model(src, tmp_path / "api.onnx", "digits", options)
-    assert info.value.exit_code == 1 and info.value.report.accuracy_drop_pp > 1
+    assert info.value.exit_code == 1 and info.value.report.validation.drop_pp > 1
     assert not (tmp_path / "api.onnx").exists()
 
 
@@ -352,7 +385,8 @@ def test_every_option_is_a_flag_whose_param_name_is_the_field_name():
     from qtool.cli import flag_for
     from qtool.commands.quantize import command
 
-    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel", "providers"}
+    names = {f.name for f in fields(QuantizeOptions)} - {"per_channel"}
     assert all(flag_for(command, name) for name in names), names
+    assert flag_for(command, "providers") == "--provider"
     assert flag_for(command, "fmt") == "--format" and flag_for(command, "calib") == "--calib"
     assert flag_for(command, "per_tensor") == "--per-tensor"

@@ -28,6 +28,12 @@ OPTIONAL_MODULES = {
     "PIL": "data",
     "matplotlib": "plot",
     "reedsolo": "ecc",
+    "cryptography": "sign",
+    "pydicom": "dicom",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "distributed": "dask",
+    "dask": "dask",
 }
 
 
@@ -135,8 +141,11 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
       qtool eval cnn.int8.onnx --data digits            accuracy in ONNX Runtime
       qtool bench cnn.onnx cnn.int8.onnx --batch 1,32   latency and energy, FP32 vs INT8
       qtool flip cnn.int8.onnx --bits 20 --out f.onnx   bit flips in the stored weights
-      qtool package cnn.int8.onnx --out bundle --ecc    a bundle the server can verify
-      qtool verify bundle ; qtool predict bundle x.png  refuse a corrupted copy
+      qtool keygen --out release.key                    a key pair to sign bundles with
+      qtool package cnn.int8.onnx --out bundle --ecc --sign release.key
+      qtool verify bundle --trust release.key.pub       refuse a corrupted or forged copy
+      qtool predict bundle x.png scan.dcm               classify images and DICOM
+      qtool serve bundle --trust release.key.pub        Open Inference Protocol over HTTP
       qtool inspect cnn.int8.onnx                       what is in an ONNX file
 
     Exit codes: 0 ok, 1 a check failed, 2 bad usage or bad input.

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from qtool.errors import QtoolError
 from qtool.runtimes.energy import ENERGY_METHODS, MIN_RAPL_WINDOW_S
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 from qtool.runtimes.session import OPT_LEVELS
 
 DEFAULT_SECONDS = 3.0  # per configuration, when neither runs nor seconds is given
 DEFAULT_WARMUP = 10
+DEFAULT_THREAD_CHECK_S = 0.3  # back-to-back calls per configuration to see the threads used
 INTER_OP_THREADS = 1  # make_session's default: one op at a time, threads inside each op
 SPINNING_NOTE = {
     False: "thread spinning off (session.intra_op/inter_op.allow_spinning=0): idle ORT threads "
@@ -27,22 +29,27 @@ SPINNING_NOTE = {
 
 @dataclass(frozen=True)
 class BenchPlan:
-    """Every setting of one bench: the configurations (provider x threads x batch), how long
-    each is measured, how energy is taken, and what the report keeps.
+    """Every setting of one bench: the configurations (threads x batch, each measuring every
+    model on every provider interleaved), how long each is measured, how energy is taken,
+    the precision asked of every provider, and what the report keeps.
 
     `runs` is the number of measured rounds per configuration (each model runs once per
     round); `seconds` measures rounds for that long instead (DEFAULT_SECONDS when neither is
     given). Energy (unless "off") is taken after each configuration's latency rounds, over
     `energy_rounds` windows per model of >= `energy_window_s` seconds of back-to-back calls.
+    `analytic_energy` adds, per model, the analytic figure (operation counts x a 45 nm table,
+    qtool.runtimes.analytic_energy), reported as its own kind beside the measured one.
     """
 
     batches: list[int] = field(default_factory=lambda: [1])
     threads: list[int] = field(default_factory=lambda: [1])
     providers: list[str] = field(default_factory=lambda: ["cpu"])
+    precision: str = DEFAULT_PRECISION  # fp32: reduced precision forbidden; auto: provider's
     runs: int | None = None
     seconds: float | None = None
     warmup: int = DEFAULT_WARMUP
-    energy: str = "auto"  # one of ENERGY_METHODS
+    energy: str = "auto"  # one of ENERGY_METHODS: measured (rapl) or estimated (CPU time)
+    analytic_energy: bool = False  # also the analytic figure per model (never mixed with them)
     cpu_watts_per_core: float | None = None
     energy_window_s: float = MIN_RAPL_WINDOW_S
     energy_rounds: int = 2
@@ -54,6 +61,8 @@ class BenchPlan:
     bootstrap_resamples: int = 2000
     seed: int = 0
     raw_samples: bool = False  # keep every latency sample in the report (large)
+    thread_check_s: float = DEFAULT_THREAD_CHECK_S
+    max_accuracy_drop: float | None = None  # pp below the CPU provider, with data
 
     def measured_seconds(self) -> float | None:
         """Seconds per configuration: as given, or the default when runs is not given."""
@@ -82,6 +91,18 @@ class BenchPlan:
             raise QtoolError("energy windows need a positive length", param="energy_window")
         if self.energy_rounds < 1:
             raise QtoolError("energy needs at least one window per model", param="energy_rounds")
+        if self.precision not in PRECISIONS:
+            raise QtoolError(
+                f"unknown precision {self.precision!r}: use {', '.join(PRECISIONS)}",
+                param="precision",
+            )
+        if self.thread_check_s < 0:
+            raise QtoolError("the thread check needs >= 0 seconds", param="thread_check_s")
+        if self.max_accuracy_drop is not None and not self.max_accuracy_drop >= 0:
+            raise QtoolError(
+                "the accuracy budget is in percentage points and must be >= 0",
+                param="max_accuracy_drop",
+            )
         if self.opt_level not in OPT_LEVELS:
             raise QtoolError(
                 f"unknown graph optimisation level {self.opt_level!r}: use {', '.join(OPT_LEVELS)}",

@@ -21,6 +21,7 @@ from qtool.runtimes.energy import (
     estimate_formula,
     rapl_formula,
 )
+from qtool.runtimes.providers import ProviderSpec
 from qtool.runtimes.timing import (
     LatencyHistogram,
     LatencyStats,
@@ -63,11 +64,18 @@ class RatioResult:
 
 @dataclass
 class ConfigResult:
-    """One model in one configuration."""
+    """One model on one provider in one configuration.
+
+    `precision` is the mode asked (fp32: reduced precision forbidden; auto: the provider's
+    choice) and `precision_detail` what that means on this provider; `threads_used` is the
+    measured check of the thread count (qtool.runtimes.threads.pinning_check)."""
 
     model: str
     name: str
-    provider: str
+    provider: str  # qtool's name (cpu, openvino)
+    ort_provider: str  # onnxruntime's name
+    precision: str
+    precision_detail: str
     threads: int
     batch: int
     inputs: str
@@ -75,14 +83,17 @@ class ConfigResult:
     latency_histogram: LatencyHistogram
     energy: EnergyResult | None = None
     ratio: RatioResult | None = None
+    provider_ratio: RatioResult | None = None  # vs the same model on the first provider
+    threads_used: dict | None = None
     latencies_ms: list[float] | None = field(default=None, repr=False)  # only when asked
 
 
 @dataclass
 class GroupResult:
-    """One configuration: all models measured interleaved under the same settings."""
+    """One configuration: every (model, provider) pair measured interleaved under the same
+    thread count and batch."""
 
-    provider: str
+    providers: list[str]
     threads: int
     batch: int
     rounds: int
@@ -106,22 +117,50 @@ class BenchResult:
     environment: dict
     notes: list[str]
     providers: list[dict] = field(default_factory=list)  # the spec of each provider measured
+    accuracy: list = field(default_factory=list)  # ProviderAccuracy per pair, with labelled data
+    failures: list[dict] = field(default_factory=list)  # pairs a provider could not load
+    # kind "analytic": per model, energy per inference (batch 1) by operation counts x a
+    # 45 nm table, and its ratio to the baseline's analytic figure; None unless asked for
+    analytic: dict | None = None
+
+
+def analytic_result(bills: dict, baseline: str) -> dict:
+    """The analytic figures of a bench, one kind apart: per model the bill, and ratios
+    between analytic figures only (never against a measured or estimated one)."""
+    base = bills[baseline].pj_per_inference
+    any_bill = next(iter(bills.values()))
+    return {
+        "kind": "analytic",
+        "label": any_bill.label,
+        "unit": "mJ per inference (batch 1)",
+        "source": any_bill.source,
+        "memory_choice": any_bill.memory_choice,
+        "models": {name: bill.to_dict() for name, bill in bills.items()},
+        "mj_per_inference": {name: bill.mj_per_inference for name, bill in bills.items()},
+        "ratio_vs_baseline": {
+            name: bill.pj_per_inference / base if base else None for name, bill in bills.items()
+        },
+    }
 
 
 def config_result(
     model: str,
     name: str,
-    group: tuple[str, int, int],
+    group: tuple[ProviderSpec, str, int, int],
     inputs: str,
     samples_ns: list[int],
     raw_samples: bool,
 ) -> ConfigResult:
-    """Summary and histogram of one model's latencies; the samples only when asked."""
-    provider, threads, batch = group
+    """Summary and histogram of one pair's latencies; the samples only when asked.
+    `group` is (provider spec, precision mode, threads, batch)."""
+    spec, precision, threads, batch = group
     return ConfigResult(
         model=model,
         name=name,
-        provider=provider,
+        provider=spec.name,
+        ort_provider=spec.ort_name,
+        precision=precision,
+        precision_detail=spec.precision_modes.get(precision, spec.precision),
         threads=threads,
         batch=batch,
         inputs=inputs,
@@ -236,6 +275,29 @@ def add_ratios(
             bootstrap=est,
             energy_ratio=energy_ratio,
             energy_ratio_note=note,
+        )
+
+
+def add_provider_ratios(
+    group: GroupResult,
+    samples_ms: list[np.ndarray],
+    baselines: list[int | None],
+    resamples: int,
+    seed: int,
+) -> None:
+    """Latency ratio of each pair against the same model on the first provider (index in
+    `baselines`; None for the first provider's own pairs), from the same interleaved rounds."""
+    for config, samples, base in zip(group.configs, samples_ms, baselines, strict=True):
+        if base is None:
+            continue
+        est = bootstrap_median_ratio(samples_ms[base], samples, resamples, seed)
+        config.provider_ratio = RatioResult(
+            baseline=group.configs[base].name,
+            latency_p50_ratio=est.ratio,
+            latency_p50_ratio_ci95=[est.ci95_low, est.ci95_high],
+            bootstrap=est,
+            definition="median latency of this pair / median latency of the same model on "
+            "the first provider",
         )
 
 

@@ -27,8 +27,11 @@ for _name, _help in [
     ("quantize", "Static INT8 quantisation with ONNX Runtime, accuracy kept in a budget."),
     ("bench", "Latency and energy of ONNX models side by side."),
     ("flip", "Bit flips in stored weights: one injection, campaigns, the bit search."),
-    ("package", "Bundle a model with hashes, a model card and optional ECC."),
-    ("verify", "Check a bundle against its manifest; repair with ECC."),
-    ("predict", "Classify inputs with a verified bundle's model."),
+    ("keygen", "Make an Ed25519 key pair for signing bundles."),
+    ("package", "Bundle a model with hashes, a model card, optional ECC and a signature."),
+    ("verify", "Check a bundle's signature and files against its manifest; repair with ECC."),
+    ("predict", "Classify inputs (images, DICOM, .npz) with a verified bundle's model."),
+    ("serve", "Serve a verified bundle over HTTP (Open Inference Protocol v2)."),
+    ("attack", "Lightweight black-box attacks (few samples, no outputs) vs the noise floor."),
 ]:
     COMMANDS.add(_name, CommandEntry(f"qtool.commands.{_name}", _help))

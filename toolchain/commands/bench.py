@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qtool.benchmarking.bench import run_bench
-from qtool.benchmarking.plan import BenchPlan
+from qtool.benchmarking.plan import DEFAULT_THREAD_CHECK_S, BenchPlan
 from qtool.commands.bench_views import (
     plot_bench,
     render_bench,
@@ -24,7 +24,9 @@ from qtool.commands.options import (
 )
 from qtool.errors import QtoolError
 from qtool.report import info, show
+from qtool.runtimes.analytic_energy import KIND as ANALYTIC
 from qtool.runtimes.energy import ENERGY_METHODS, WATTS_PER_CORE_SOURCE
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 from qtool.runtimes.providers import list_providers as known_providers
 from qtool.runtimes.session import OPT_LEVELS
 
@@ -36,10 +38,27 @@ from qtool.runtimes.session import OPT_LEVELS
 )
 @click.option("--threads", default="1", show_default=True, help="Intra-op thread counts, e.g. 1,2.")
 @click.option(
+    "--provider",
     "--providers",
     "providers",
     multiple=True,
-    help="Execution providers, e.g. cpu (default) or cpu,dnnl; see --list-providers.",
+    help="Execution providers to compare, e.g. cpu (default) or cpu,openvino: every model "
+    "runs on each, interleaved; see --list-providers.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="fp32: forbid reduced precision (e.g. OpenVINO's bf16 on AMX/AVX512_BF16 CPUs); "
+    "auto: each provider's own choice (recorded).",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="With --data: flag a provider whose accuracy is more than this many percentage "
+    "points below the CPU provider's on the same model.",
 )
 @click.option("--runs", type=int, default=None, help="Measured rounds per configuration.")
 @click.option(
@@ -63,11 +82,11 @@ from qtool.runtimes.session import OPT_LEVELS
 )
 @click.option(
     "--energy",
-    type=click.Choice(ENERGY_METHODS),
     default="auto",
     show_default=True,
     help="rapl: Linux powercap counters; estimate: CPU time x W/core (labelled estimated); "
-    "auto: rapl where readable, else estimate.",
+    "auto: rapl where readable, else estimate; off. Add analytic (e.g. auto,analytic) for "
+    "the analytic figure beside it: operation counts x a 45 nm table, labelled analytic.",
 )
 @click.option(
     "--cpu-watts-per-core",
@@ -88,6 +107,15 @@ from qtool.runtimes.session import OPT_LEVELS
     default=2,
     show_default=True,
     help="Energy windows per model and configuration (interleaved).",
+)
+@click.option(
+    "--thread-check",
+    "thread_check_s",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_THREAD_CHECK_S,
+    show_default=True,
+    help="Seconds of back-to-back calls per model and configuration that measure the "
+    "threads really used (CPU time per OS thread); 0 skips the check.",
 )
 @click.option(
     "--opt-level",
@@ -134,6 +162,8 @@ def command(
     batches: str,
     threads: str,
     providers: tuple[str, ...],
+    precision: str,
+    max_accuracy_drop: float | None,
     runs: int | None,
     seconds: float | None,
     warmup: int,
@@ -142,6 +172,7 @@ def command(
     cpu_watts_per_core: float | None,
     energy_window: float,
     energy_rounds: int,
+    thread_check_s: float,
     opt_level: str,
     spinning: bool,
     seed: int,
@@ -153,9 +184,15 @@ def command(
 ) -> None:
     """Latency (p50/p90/p99, throughput) and energy per inference of MODELs, side by side.
 
-    The models are timed interleaved, round by round in a seeded random order, so machine
-    drift hits all alike. The first MODEL is the baseline: the others get the ratio of median
-    latencies with a bootstrap 95 % interval, and an energy ratio.
+    Every MODEL on every --provider is timed interleaved, round by round in a seeded random
+    order, so machine drift hits all alike. The first MODEL on the first provider is the
+    baseline: the others get the ratio of median latencies with a bootstrap 95 % interval,
+    and an energy ratio; with several providers, also the ratio against the same MODEL on
+    the first provider. Every provider is pinned to the same --threads (OpenVINO through its
+    own INFERENCE_NUM_THREADS) and the threads each really used are measured. With --data,
+    every MODEL is also scored on each provider against the CPU provider (accuracy, top-1
+    agreement). A provider that cannot load a MODEL is reported in one line (exit 2) after
+    the other results are printed and written.
 
     \b
     Energy (mJ per item):
@@ -166,6 +203,11 @@ def command(
                 "estimated": not a measurement; its ratio equals the CPU-time ratio.
       auto      rapl where readable, otherwise estimate (the output says which and why).
       off       latency only.
+      analytic  added to one of the above (auto,analytic; alone it means auto,analytic):
+                per model, energy of one inference at batch 1 from operation counts
+                by the dtype ONNX Runtime runs them in x Horowitz's 45 nm table (ISSCC
+                2014). Shown in its own rows, labelled ANALYTIC: a model of the
+                arithmetic, not a measurement, never set against the measured figure.
     Energy windows run after each configuration's latency rounds, so they add
     about (models x --energy-rounds x --energy-window) seconds per configuration.
 
@@ -174,24 +216,34 @@ def command(
       qtool bench model.onnx model.int8.onnx
       qtool bench fp32.onnx int8.onnx --batch 1,32 --threads 1,2 --seconds 5 --json b.json
       qtool bench model.onnx --data digits --runs 500 --plot bench.png
+      qtool bench cnn.onnx cnn.int8.onnx --provider cpu,openvino --batch 1,32 --data digits
+      qtool bench fp32.onnx int8.onnx --energy auto,analytic
       qtool bench --list-providers
     """
     if list_providers:
-        show(*render_providers(known_providers()))
+        check_outputs(force, json_path=json_path)
+        rows = known_providers()
+        show(*render_providers(rows))
+        write_json_report(json_path, {"providers": [r.to_dict() for r in rows]})
         return
     if not models:
         raise QtoolError("give at least one MODEL to bench (e.g. qtool bench fp32.onnx int8.onnx)")
+    measured, analytic = energy_kinds(energy)
     plan = BenchPlan(
         batches=int_list(batches, "batch"),
         threads=int_list(threads, "threads"),
         providers=split_list(providers) or ["cpu"],
+        precision=precision,
+        max_accuracy_drop=max_accuracy_drop,
         runs=runs,
         seconds=seconds,
         warmup=warmup,
-        energy=energy,
+        energy=measured,
+        analytic_energy=analytic,
         cpu_watts_per_core=cpu_watts_per_core,
         energy_window_s=energy_window,
         energy_rounds=energy_rounds,
+        thread_check_s=thread_check_s,
         opt_level=opt_level,
         spinning=spinning,
         seed=seed,
@@ -208,3 +260,20 @@ def command(
     if plot_path is not None:
         plot_bench(result, plot_path)
         info(f"plot written to {plot_path}")
+    if result.failures:  # after the other pairs' results are shown and written
+        raise QtoolError("\n".join(f["error"] for f in result.failures))
+
+
+def energy_kinds(text: str) -> tuple[str, bool]:
+    """'auto,analytic' -> ("auto", True): at most one measured/estimated method (auto when
+    none is named) and whether the analytic figure goes beside it."""
+    items = split_list(text)
+    methods = [i for i in items if i != ANALYTIC]
+    unknown = [i for i in methods if i not in ENERGY_METHODS]
+    if unknown or len(methods) > 1 or not items:
+        raise click.BadParameter(
+            f"{text!r}: give one of {', '.join(ENERGY_METHODS)}, optionally with ,{ANALYTIC} "
+            f"(e.g. auto,{ANALYTIC}), or {ANALYTIC} alone (= auto,{ANALYTIC})",
+            param_hint="--energy",
+        )
+    return (methods[0] if methods else "auto"), ANALYTIC in items

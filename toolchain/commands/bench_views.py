@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtool.benchmarking.plan import SPINNING_NOTE
-from qtool.benchmarking.results import BenchResult, ConfigResult
+from qtool.benchmarking.results import BenchResult, ConfigResult, RatioResult
 from qtool.errors import MissingExtra
 from qtool.report import table
 from qtool.runtimes.providers import ProviderStatus
@@ -21,8 +21,8 @@ def _fmt_mj(x: float) -> str:
     return f"{x:.4g}"
 
 
-def _ratio(config: ConfigResult, what: str) -> str:
-    r = config.ratio
+def _ratio(config: ConfigResult, what: str, r: RatioResult | None = None) -> str:
+    r = r if r is not None else config.ratio
     if r is None:
         return "baseline" if what != "ci" else ""
     if what == "latency":
@@ -31,6 +31,33 @@ def _ratio(config: ConfigResult, what: str) -> str:
         lo, hi = r.latency_p50_ratio_ci95
         return f"[{lo:.3f}, {hi:.3f}]"
     return "" if r.energy_ratio is None else f"{r.energy_ratio:.3f}"
+
+
+def _threads_used(config: ConfigResult) -> str:
+    """Measured threads: busy threads of the pinned count, flagged when more were used."""
+    check = config.threads_used
+    if not check:
+        return ""
+    busy = check["busy_threads"]
+    if check["pinned"] is None:
+        return f"CPU/wall {check['cpu_per_wall']:.2f} (per-thread times unreadable)"
+    mark = "ok" if check["pinned"] else "NOT PINNED"
+    workers = check["busy_besides_caller"]
+    return f"{busy} busy ({workers} besides caller), CPU/wall {check['cpu_per_wall']:.2f} ({mark})"
+
+
+def _provider_rows(cs: list[ConfigResult], first: str) -> list[list[str]]:
+    """With several providers: each pair against the same model on the first provider."""
+
+    def cell(c: ConfigResult, what: str) -> str:
+        if c.provider_ratio is None:
+            return "" if what == "ci" else ("—" if c.provider == first else "")
+        return _ratio(c, what, c.provider_ratio)
+
+    return [
+        [f"p50 ratio vs same model on {first}", *(cell(c, "latency") for c in cs)],
+        ["  bootstrap 95 % CI", *(cell(c, "ci") for c in cs)],
+    ]
 
 
 def _latency_rows(cs: list[ConfigResult]) -> list[list[str]]:
@@ -66,6 +93,23 @@ def _energy_rows(cs: list[ConfigResult], label: str) -> list[list[str]]:
     ]
 
 
+def _analytic_rows(cs: list[ConfigResult], analytic: dict | None) -> list[list[str]]:
+    """The analytic kind in rows of its own: per inference at batch 1, whatever the
+    configuration, with ratios between analytic figures only."""
+    if not analytic:
+        return []
+    mj, ratio = analytic["mj_per_inference"], analytic["ratio_vs_baseline"]
+    models = [c.name.split(" · ")[0] for c in cs]  # pair labels are "model · provider"
+    base = next(iter(mj))
+    return [
+        ["energy/inference (mJ, ANALYTIC)", *(_fmt_mj(mj[m]) for m in models)],
+        [
+            "analytic ratio vs baseline",
+            *("baseline" if m == base else f"{ratio[m]:.3f}" for m in models),
+        ],
+    ]
+
+
 def render_bench(result: BenchResult) -> list:
     """One table per configuration, models side by side as columns (the first is the
     baseline), then the lines saying how each figure was obtained."""
@@ -74,13 +118,67 @@ def render_bench(result: BenchResult) -> list:
     out: list = []
     for group in result.groups:
         cs = group.configs
-        rows = _latency_rows(cs) + (_energy_rows(cs, energy_label) if energy_label else [])
+        rows = [["provider · precision", *(f"{c.provider} · {c.precision}" for c in cs)]]
+        rows += _latency_rows(cs)
+        if len(group.providers) > 1:
+            rows += _provider_rows(cs, group.providers[0])
+        rows += _energy_rows(cs, energy_label) if energy_label else []
+        if any(c.threads_used for c in cs):
+            rows.append(["threads used (measured)", *(_threads_used(c) for c in cs)])
+        rows += _analytic_rows(cs, result.analytic)
         title = (
-            f"{group.provider} · {group.threads} thread(s) · batch {group.batch} · "
+            f"{group.threads} thread(s) · batch {group.batch} · "
             f"{group.rounds} rounds interleaved after {group.warmup_rounds} warm-up"
         )
         out.append(table(title, ["", *(c.name for c in cs)], rows))
+    if len(result.groups) > 1:
+        out.append(_ratio_table(result))
+    if result.accuracy:
+        out.append(_accuracy_table(result))
     return out + _method_lines(result, method)
+
+
+def _ratio_table(result: BenchResult) -> object:
+    """Every configuration's median-latency ratios against its baseline, in one table."""
+    names = list(dict.fromkeys(c.name for g in result.groups for c in g.configs))
+    rows = []
+    for group in result.groups:
+        by_name = {c.name: c for c in group.configs}
+        cells = []
+        for name in names:
+            c = by_name.get(name)
+            cells.append("" if c is None else f"{_ratio(c, 'latency')} {_ratio(c, 'ci')}".strip())
+        rows.append([f"{group.threads} thread(s), batch {group.batch}", *cells])
+    title = f"p50 latency ratio vs {result.baseline} [bootstrap 95 % CI]"
+    return table(title, ["configuration", *names], rows)
+
+
+def _accuracy_table(result: BenchResult) -> object:
+    """Each model on each provider, scored against the CPU provider on the same model."""
+    rows = []
+    for a in result.accuracy:
+        if a.within_budget is None:
+            flag = ""
+        else:
+            flag = "ok" if a.within_budget else f"OUTSIDE {a.max_accuracy_drop_pp:g} pp"
+        rows.append(
+            [
+                a.model,
+                f"{a.provider} · {a.precision}",
+                f"{100 * a.accuracy:.2f} %",
+                f"{a.accuracy_drop_pp:+.2f}",
+                f"{100 * a.top1_agreement_with_cpu:.2f} %",
+                f"{a.max_abs_score_diff_vs_cpu:.2g}",
+                flag,
+            ]
+        )
+    first = result.accuracy[0]
+    title = f"accuracy per provider on {first.data}, {first.samples} samples (vs the CPU provider)"
+    columns = [
+        "model", "provider · precision", "accuracy", "drop vs cpu (pp)", "top-1 agree",
+        "max |score diff|", "budget",
+    ]  # fmt: skip
+    return table(title, columns, rows)
 
 
 def _method_lines(result: BenchResult, method: str | None) -> list[str]:
@@ -99,9 +197,20 @@ def _method_lines(result: BenchResult, method: str | None) -> list[str]:
             "energy windows run each model back to back (warm caches), while latency rounds "
             "alternate the models, so CPU time per call in the windows can be below the p50."
         )
+    if result.analytic:
+        a = result.analytic
+        out += [
+            f"ANALYTIC energy: per inference at batch 1 (the same in every configuration), "
+            f"operation counts by the dtype ONNX Runtime's CPU provider runs them in x the "
+            f"table of {a['source']}; memory: {a['memory_choice']}.",
+            "ANALYTIC is a different kind from the measured or estimated energy above: a "
+            "model of the arithmetic and memory traffic, not a measurement; the two are never "
+            "compared as if alike (`qtool inspect --energy MODEL` itemises the count).",
+        ]
     out.append(f"{SPINNING_NOTE[result.settings['spinning']]}.")
     out.append(
-        f"ratios: vs the baseline {result.baseline} (first model); latency ratio = ratio of "
+        f"ratios: vs the baseline {result.baseline} (first model on the first provider); "
+        f"latency ratio = ratio of "
         f"medians, percentile bootstrap over rounds, seed {result.settings['seed']}."
     )
     return out
@@ -122,6 +231,12 @@ def render_providers(rows: list[ProviderStatus]) -> list:
     columns = ["provider", "onnxruntime name", "source", "usable here", "threads pinned by"]
     out: list = [table("execution providers qtool knows", columns, body)]
     out += [f"{r.spec.name} precision: {r.spec.precision}." for r in rows if r.usable]
+    out += [
+        f"{r.spec.name} at --precision {mode}: {text}."
+        for r in rows
+        if r.usable and r.spec.name != "cpu"
+        for mode, text in r.spec.precision_modes.items()
+    ]
     out.append(
         "out of scope: qtool targets CPU servers, so GPU, NPU, mobile, browser and remote "
         "providers are listed but never used."
@@ -146,10 +261,7 @@ def plot_bench(result: BenchResult, out: str | Path) -> Path:
     from qtool.outputs import atomic_path
 
     configs = [c for g in result.groups for c in g.configs]
-    labels = [
-        f"{c.name} {c.provider.replace('ExecutionProvider', '')} t{c.threads} b{c.batch}"
-        for c in configs
-    ]
+    labels = [f"{c.name} t{c.threads} b{c.batch}" for c in configs]
     has_energy = result.energy.get("method") in ("estimate", "rapl")
     fig = Figure(figsize=(14.0 if has_energy else 7.5, 4.8))
     FigureCanvasAgg(fig)

@@ -11,15 +11,19 @@ from qtool.commands.options import (
     force_option,
     json_option,
     model_argument,
+    split_list,
     write_json_report,
 )
 from qtool.data.dataset import SPLITS
 from qtool.data.sources import load_dataset, sources_help
+from qtool.errors import QtoolError
 from qtool.evaluation.evaluate import EvalResult, evaluate_session, model_io
+from qtool.evaluation.providers import ProviderAccuracy, compare_providers
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.report import fmt_pct, show, table
 from qtool.runtimes import make_session
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS, compared_specs
 
 
 @click.command("eval", epilog=sources_help())
@@ -37,7 +41,20 @@ from qtool.runtimes import make_session
     default=None,
     help="Class index counted as positive for sensitivity (two classes).",
 )
-@click.option("--provider", "providers", multiple=True, help="Execution provider (default: cpu).")
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="Execution provider(s), e.g. cpu (default) or cpu,openvino: each scores the model "
+    "and is compared with the CPU provider (accuracy, top-1 agreement).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="fp32: forbid reduced precision; auto: each provider's own choice.",
+)
 @json_option
 @force_option
 def command(
@@ -49,6 +66,7 @@ def command(
     output_name,
     positive_class,
     providers,
+    precision: str,
     json_path: Path | None,
     force: bool,
 ) -> None:
@@ -62,16 +80,46 @@ def command(
     Examples:
       qtool eval cnn.onnx --data digits
       qtool eval model.onnx --data npz:pathmnist.npz:test --json eval.json
+      qtool eval cnn.onnx --data digits --provider cpu,openvino --precision auto
     """
     check_outputs(force, [model], json_path=json_path)
+    specs = compared_specs(split_list(providers) or ["cpu"])
     proto = load_model(model)
     meta = qtool_metadata(proto)
-    session = make_session(model, providers=providers)
+    session = make_session(model, [specs[0].name], precision=precision)
     io = model_io(session, meta, input_name, output_name)
     dataset = load_dataset(data_spec, split, param="data_spec")
     result = evaluate_session(session, io, dataset, batch, positive_class)
-    show_result(str(model), result)
-    write_json_report(json_path, {"model": str(model), **vars(result)})
+    show_result(f"{model} on {specs[0].name} ({precision})", result)
+    report = {"model": str(model), **vars(result), "provider": specs[0].name}
+    report["precision"] = precision
+    failures: list[dict] = []
+    if len(specs) > 1:
+        rows = compare_providers(
+            model, specs, dataset, precision=precision, batch=batch, failures=failures
+        )
+        show(providers_table(rows))
+        report["providers"] = rows
+        report["failures"] = failures
+    write_json_report(json_path, report)
+    if failures:  # after the other providers' results are shown and written
+        raise QtoolError("\n".join(f["error"] for f in failures))
+
+
+def providers_table(rows: list[ProviderAccuracy]) -> object:
+    """Accuracy per provider against the CPU provider on the same samples."""
+    body = [
+        [
+            f"{r.provider} · {r.precision}",
+            fmt_pct(r.accuracy),
+            f"{r.accuracy_drop_pp:+.2f}",
+            fmt_pct(r.top1_agreement_with_cpu),
+            f"{r.max_abs_score_diff_vs_cpu:.2g}",
+        ]
+        for r in rows
+    ]
+    columns = ["provider", "accuracy", "drop vs cpu (pp)", "top-1 agree", "max |score diff|"]
+    return table(f"per provider, vs the CPU provider ({rows[0].data})", columns, body)
 
 
 def show_result(title: str, result: EvalResult) -> None:

@@ -14,13 +14,21 @@ from typing import Any
 import click
 
 from qtool.commands.flip_modes import mode_of
-from qtool.commands.options import check_outputs, force_option, json_option, split_list
+from qtool.commands.options import (
+    check_outputs,
+    cluster_options,
+    force_option,
+    json_option,
+    split_list,
+)
 from qtool.data.datasets import SPLITS
 from qtool.errors import QtoolError
+from qtool.faults.campaign.run import DEFAULT_MAX_TRIALS
 from qtool.faults.incremental import DEFAULT_CACHE_MB
 from qtool.faults.storage.models import FAULT_MODELS
 from qtool.faults.storage.selection import TARGET_CLASSES
 from qtool.faults.words import BIT_CLASSES, MAX_BIT
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 ALL_TARGETS = [*TARGET_CLASSES, "all"]
 
@@ -63,6 +71,19 @@ def parse_positions(ctx: click.Context, param: click.Parameter, text: str) -> tu
     return tuple(items)
 
 
+def parse_trials(ctx: click.Context, param: click.Parameter, text: str | None) -> int | str | None:
+    """`--trials`: a count per budget, or 'auto' (sized by --margin and --confidence)."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a number of trials like 50, or auto") from None
+    if value < 1:
+        raise click.BadParameter(f"{text!r}: give at least 1 trial, or auto")
+    return value
+
+
 @dataclass(frozen=True)
 class FlipArgs:
     """Every `qtool flip` option, parsed (names are the click parameter names)."""
@@ -78,8 +99,13 @@ class FlipArgs:
     fault: str
     data_spec: str | None
     split: str | None
-    trials: int | None
+    trials: int | str | None
+    margin: float | None
+    confidence: float
+    max_trials: int
     workers: int
+    cluster: str | None
+    cluster_timeout: float
     apply_path: Path | None
     undo_path: Path | None
     csv_path: Path | None
@@ -88,6 +114,8 @@ class FlipArgs:
     until_accuracy: float | None
     attack_samples: int
     seeds: int
+    providers: list[str]
+    precision: str
     time_budget: float | None
     full_eval: bool
     cache_mb: float
@@ -151,8 +179,42 @@ class FlipArgs:
 )
 @click.option("--data", "data_spec", default=None, help="Score clean vs flipped on this data set.")
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="Split (default: test).")
-@click.option("--trials", type=int, default=None, help="Campaign: trials per bit budget.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Campaign processes.")
+@click.option(
+    "--trials",
+    callback=parse_trials,
+    default=None,
+    metavar="N|auto",
+    help="Campaign: trials per bit budget, or auto: as many as --margin and --confidence need "
+    "(the Leveugle et al. sample size, or earlier once the bootstrap interval is that narrow).",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(min=0, max=50, min_open=True),
+    default=None,
+    help="--trials auto: the margin of the mean accuracy, in percentage points (e.g. 1).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=50, max=100, max_open=True),
+    default=95.0,
+    show_default=True,
+    help="--trials auto: confidence of that margin, in percent.",
+)
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_TRIALS,
+    show_default=True,
+    help="--trials auto: the most trials one budget may take.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Campaign: worker processes on this machine (spawned; no extra needed).",
+)
+@cluster_options
 @click.option(
     "--apply",
     "apply_path",
@@ -192,6 +254,22 @@ class FlipArgs:
     default=1,
     show_default=True,
     help="--search: repeat with this many seeded attack batches (mean ± std).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    default="cpu",
+    show_default=True,
+    callback=lambda ctx, param, value: split_list(value) or ["cpu"],
+    help="Execution provider(s) the ONNX Runtime evaluations run on; a campaign runs every "
+    "model on each (same flips per trial), --search and --data on one.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="fp32: forbid reduced precision on the provider; auto: its own choice.",
 )
 @click.option(
     "--time-budget",
@@ -235,6 +313,9 @@ def command(**options: Any) -> None:
       qtool flip flipped.onnx --undo flips.json --out restored.onnx
       qtool flip cnn.onnx cnn.int8.onnx --bits 1,2,5,10,20 --trials 50 --data digits \\
           --workers 2 --plot curve.png --csv campaign.csv
+      qtool flip cnn.int8.onnx --bits 1,5,20 --trials 50 --data digits --provider cpu,openvino
+      qtool flip cnn.int8.onnx --bits 1,5,20 --trials auto --margin 1 --data digits \\
+          --cluster tcp://scheduler:8786 --json campaign.json
       qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\
           --until-accuracy 20 --seeds 5 --out attacked.onnx --manifest flips.json
       qtool flip resnet.int8.onnx --search progressive --bits 50 --data npz:scans.npz \\

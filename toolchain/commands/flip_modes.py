@@ -15,8 +15,9 @@ from qtool.commands.flip_views import (
     replay_table,
     search_table,
     seeds_table,
+    sizing_table,
 )
-from qtool.commands.options import write_json_report
+from qtool.commands.options import cluster_spec, write_json_report
 from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
 from qtool.faults.search.results import write_search
@@ -46,6 +47,7 @@ def injection(args: FlipArgs) -> None:
     """One injection into one model: write it, log it, optionally score it."""
     if args.csv_path or args.plot_path:
         raise QtoolError("--csv and --plot belong to campaigns (--trials T and --data)")
+    _no_cluster(args)
     model = args.models[0]
     settings = FlipSettings(bits=args.bits[0], seed=args.seed, **args.selection)
     result = inject(model, settings)
@@ -64,7 +66,20 @@ def injection(args: FlipArgs) -> None:
         )
     report: dict = {"manifest": manifest}
     if args.data_spec:
-        evaluation = evaluate_manifest(model, manifest, args.data_spec, args.split)
+        if len(args.providers) != 1:
+            raise QtoolError(
+                "one injection is scored on one execution provider: give one --provider "
+                "(a campaign compares several)",
+                param="providers",
+            )
+        evaluation = evaluate_manifest(
+            model,
+            manifest,
+            args.data_spec,
+            args.split,
+            provider=args.providers[0],
+            precision=args.precision,
+        )
         report["evaluation"] = evaluation
         show(evaluation_table(evaluation))
     write_json_report(args.json_path, report)
@@ -74,6 +89,7 @@ def replay_manifest(args: FlipArgs) -> None:
     """--apply / --undo: replay a manifest on MODEL (or undo it), byte for byte."""
     if args.apply_path and args.undo_path:
         raise QtoolError("give --apply or --undo, not both")
+    _no_cluster(args)
     if args.is_campaign or len(args.models) != 1:
         raise QtoolError("--apply/--undo work on one model and one manifest, not campaigns")
     if args.out is None:
@@ -108,24 +124,44 @@ def campaign(args: FlipArgs) -> None:
             "campaigns keep flipped models in memory; --out/--manifest are for one "
             "injection (drop --trials and give one --bits count)"
         )
+    auto = args.trials == "auto"
+    if not auto and (args.margin is not None):
+        raise QtoolError("--margin sizes --trials auto; give --trials auto or drop --margin")
     plan = CampaignPlan(
         budgets=tuple(args.bits),
         trials=args.trials or 10,
         seed=args.seed,
         split=args.split,
         workers=args.workers,
+        providers=tuple(args.providers),
+        precision=args.precision,
+        margin=None if args.margin is None else args.margin / 100.0,
+        confidence=args.confidence / 100.0,
+        max_trials=args.max_trials,
         incremental=not args.full_eval,
         cache_mb=args.cache_mb,
         **args.selection,
     )
-    result = run_campaign(list(args.models), args.data_spec, plan)
+    spec = cluster_spec(args.cluster)
+    if spec is None:
+        result = run_campaign(list(args.models), args.data_spec, plan)
+    else:
+        if args.workers != 1:
+            raise QtoolError("give --workers (processes here) or --cluster, not both")
+        from qtool.faults.campaign.distributed import dask_executor
+
+        with dask_executor(spec, args.cluster_timeout) as execute:
+            result = run_campaign(list(args.models), args.data_spec, plan, executor=execute)
     for model in result.models:
         info(evaluation_line(model.path, model.evaluation))
     show(campaign_table(result))
+    where = f"on {result.cluster}, " if result.cluster else ""
     info(
-        f"{len(result.trial_results)} trials in {result.seconds:.1f} s "
-        f"({result.trials_per_second:.1f} trials/s, {args.workers} worker(s))"
+        f"{len(result.trial_results)} trials in {result.campaign_seconds:.1f} s "
+        f"({result.trials_per_s:.1f} trials/s, {where}{result.workers} worker(s))"
     )
+    if result.sizing is not None:
+        show(sizing_table(result.sizing))
     write_json_report(args.json_path, result)
     if args.csv_path:
         atomic_write(args.csv_path, stats_csv(result.stats))
@@ -145,7 +181,10 @@ def search(args: FlipArgs) -> None:
     def save(result, summary: dict | None = None) -> None:
         # the outputs were checked before the search started; later saves replace ours
         write_search(result, args.out, args.manifest_path, force=True)
-        write_json_report(args.json_path, {"search": result.summary(), "seeds_summary": summary})
+        write_json_report(
+            args.json_path,
+            {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
+        )
 
     try:
         result, summary = repeated_search(
@@ -160,6 +199,10 @@ def search(args: FlipArgs) -> None:
             time_budget=args.time_budget,
             incremental=not args.full_eval,
             cache_mb=args.cache_mb,
+            provider=args.providers[0],
+            precision=args.precision,
+            cluster=cluster_spec(args.cluster),
+            cluster_timeout=args.cluster_timeout,
             checkpoint=save,
         )
     except KeyboardInterrupt as exc:
@@ -177,11 +220,24 @@ def search(args: FlipArgs) -> None:
         show(seeds_table(summary, args.until_accuracy, args.seed))
 
 
+def _no_cluster(args: FlipArgs) -> None:
+    if args.cluster or args.trials == "auto" or args.margin is not None:
+        raise QtoolError(
+            "--cluster, --trials auto and --margin belong to campaigns (several --bits, "
+            "models or --trials) and --search seeds"
+        )
+
+
 def _check_search(args: FlipArgs) -> None:
     if len(args.models) != 1:
         raise QtoolError("--search attacks one model at a time")
     if len(args.bits) != 1:
         raise QtoolError("--search takes one --bits budget (the most flips to choose), not a list")
+    if len(args.providers) != 1:
+        raise QtoolError(
+            "--search attacks the model on one execution provider: give one --provider",
+            param="providers",
+        )
     defaults = (args.targets, args.layers, args.positions, args.fault) == (
         ("weights",), None, ("any",), "flip",
     )  # fmt: skip

@@ -53,7 +53,8 @@ def flips_table(manifest: dict) -> Table:
 
 def evaluation_table(ev: FlipEvaluation) -> Table:
     return table(
-        f"clean vs flipped on {ev.data} ({ev.split})",
+        f"clean vs flipped on {ev.data} ({ev.split}), in ONNX Runtime on {ev.provider} "
+        f"({ev.precision})",
         ["metric", "clean", "flipped"],
         [
             ["accuracy", fmt_pct(ev.clean_accuracy), fmt_pct(ev.flipped_accuracy)],
@@ -90,14 +91,20 @@ def replay_table(verb: str, count: int, manifest: Path, rows: list[list[str]]) -
     return table(f"{verb} {count} flips from {manifest}", ["file", "sha256"], rows)
 
 
+def _label(path: str, provider: str, result: CampaignResult) -> str:
+    """The model's file name, with the provider when the campaign ran on several."""
+    name = Path(path).name
+    return f"{name} · {provider}" if len(result.providers) > 1 else name
+
+
 def campaign_table(result: CampaignResult) -> Table:
-    """The campaign: one row per model and budget."""
-    clean = {m.path: m.clean_accuracy for m in result.models}
+    """The campaign: one row per model (and provider) and budget."""
+    clean = {(m.path, m.provider): m.clean_accuracy for m in result.models}
     rows = [
         [
-            Path(s.model).name,
+            _label(s.model, s.provider, result),
             s.bits,
-            fmt_pct(clean[s.model], 1),
+            fmt_pct(clean[(s.model, s.provider)], 1),
             fmt_pct(s.mean, 1),
             fmt_pct(s.std, 1),
             fmt_pct(s.min, 1),
@@ -111,9 +118,10 @@ def campaign_table(result: CampaignResult) -> Table:
         for s in result.stats
     ]
     title = (
-        f"bit-flip campaign: {result.trials} trials per budget, {result.data} "
+        f"bit-flip campaign: {_trials(result)} trials per budget, {result.data} "
         f"({result.split}, {result.samples} samples), targets={result.targets}, "
-        f"positions={result.positions}, fault={result.fault}, seed={result.seed}; "
+        f"positions={result.positions}, fault={result.fault}, seed={result.seed}, "
+        f"run on {', '.join(result.providers)} ({result.models[0].precision}); "
         f"95 % CI: {result.ci_method}; collapsed: accuracy <= chance "
         f"({100 * result.chance:.1f} %) + {100 * COLLAPSE_MARGIN:.0f} pp"
     )
@@ -135,9 +143,10 @@ def campaign_plot(result: CampaignResult, out: str | Path) -> Path:
         2, 1, figsize=(6.4, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.3]}
     )
     for m in result.models:
-        rows = [s for s in result.stats if s.model == m.path]
+        rows = [s for s in result.stats if (s.model, s.provider) == (m.path, m.provider)]
         x = [max(s.bits, 0.5) for s in rows]  # log axis: 0 bits drawn at 0.5
-        (line,) = acc_ax.plot(x, [100 * s.mean for s in rows], marker="o", label=Path(m.path).name)
+        label = _label(m.path, m.provider, result)
+        (line,) = acc_ax.plot(x, [100 * s.mean for s in rows], marker="o", label=label)
         acc_ax.fill_between(
             x,
             [100 * s.ci95_low for s in rows],
@@ -152,7 +161,7 @@ def campaign_plot(result: CampaignResult, out: str | Path) -> Path:
     acc_ax.axhline(100 * result.chance, color="grey", linestyle="--", label="chance")
     acc_ax.set_ylabel("accuracy (%)")
     acc_ax.set_title(
-        f"{result.data}: mean of {result.trials} trials per budget\n"
+        f"{result.data}: mean of {_trials(result)} trials per budget\n"
         "band: bootstrap 95 % interval of the mean",
         fontsize=10,
     )
@@ -201,9 +210,37 @@ def search_table(result: SearchResult) -> Table:
     return table(
         f"progressive bit search ({result.method}) on {Path(result.model).name}: attack batch "
         f"{result.attack_samples} {result.attack_split} samples (seed {result.seed}), accuracy on "
-        f"{result.eval_samples} {result.eval_split} samples in ONNX Runtime (chance "
+        f"{result.eval_samples} {result.eval_split} samples in ONNX Runtime on "
+        f"{result.provider} ({result.precision}) (chance "
         f"{100 * result.chance:.1f} %{target})",
         ["flip", "element", "bit", "value", "search loss", "ORT attack loss", "test accuracy"],
+        rows,
+    )
+
+
+def _trials(result: CampaignResult) -> str:
+    return "auto-sized" if result.trials == "auto" else str(result.trials)
+
+
+def sizing_table(sizing: dict) -> Table:
+    """--trials auto: how many trials each budget took and which rule stopped it."""
+    margin, confidence = 100 * sizing["margin"], 100 * sizing["confidence"]
+    rows = [
+        [
+            Path(s.model).name,
+            s.bits,
+            f"10^{s.population_log10:.1f}",
+            s.leveugle_trials,
+            s.trials,
+            f"± {100 * s.halfwidth:.2f} pp",
+            s.stopped_by,
+        ]
+        for s in sizing["budgets"]
+    ]
+    return table(
+        f"Trials per budget for ± {margin:g} pp at {confidence:g} % confidence (bootstrap: the "
+        "interval got that narrow; leveugle: the sample-size formula's n; limit: --max-trials)",
+        ["model", "bits", "bit sets N", "formula n", "trials", "bootstrap", "stopped by"],
         rows,
     )
 

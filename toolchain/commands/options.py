@@ -30,6 +30,54 @@ def force_option(func):
     )(func)
 
 
+def trust_option(func):
+    return click.option(
+        "--trust",
+        "trust",
+        multiple=True,
+        metavar="PUB[,PUB...]",
+        help="Run only bundles signed by one of these public keys (KEY.pub from qtool keygen; "
+        "several for key rotation). Without it the signer is reported as unverified.",
+    )(func)
+
+
+def trust_list(values) -> dict | None:
+    """The --trust values (comma lists, repeatable) as a loaded trust list; None when absent."""
+    from qtool.deploy.signing import load_trust
+
+    paths = split_list(values)
+    return load_trust([Path(p) for p in paths], param="trust") if paths else None
+
+
+def cluster_options(func):
+    """--cluster and --cluster-timeout: where independent units run (the `dask` extra)."""
+    from qtool.cluster.spec import DEFAULT_TIMEOUT
+
+    func = click.option(
+        "--cluster-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="--cluster ADDRESS: seconds to reach the scheduler and see a worker (then exit 2).",
+    )(func)
+    return click.option(
+        "--cluster",
+        "cluster",
+        default=None,
+        metavar="local:N|tcp://HOST:PORT",
+        help="Run the independent units on Dask: local:N starts N worker processes here; "
+        "tcp://HOST:PORT connects to a running scheduler (needs pip install 'qtool[dask]'). "
+        "Results are the same as without it.",
+    )(func)
+
+
+def cluster_spec(text: str | None):
+    """The --cluster value as a ClusterSpec (None without one); parsing imports no Dask."""
+    from qtool.cluster.spec import parse_cluster
+
+    return None if text is None else parse_cluster(text)
+
+
 def model_argument(func):
     return click.argument("model", type=click.Path(path_type=Path))(func)
 

@@ -9,6 +9,7 @@ import click
 from qtool.commands.options import force_option, model_argument
 from qtool.deploy.bundle import package
 from qtool.report import fmt_bytes, show, table
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 
 @click.command("package")
@@ -45,14 +46,49 @@ from qtool.report import fmt_bytes, show, table
     help="--json output of eval/quantize/bench/flip to bundle (repeatable).",
 )
 @click.option("--intended-use", default=None, help="Intended-use text for MODEL_CARD.md.")
+@click.option(
+    "--sign",
+    "sign_key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Sign manifest.json with this Ed25519 private key (from qtool keygen).",
+)
+@click.option(
+    "--provider",
+    default=None,
+    help="Record the execution provider the bundle was validated on (it must be usable "
+    "here and load the model); qtool predict then runs on it.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="The precision recorded with --provider: fp32 (reduced precision forbidden) or auto.",
+)
 @force_option
-def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -> None:
-    """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md and optional ECC parity.
+def command(
+    model,
+    out,
+    fmt,
+    ecc,
+    ecc_nsym,
+    report_paths,
+    intended_use,
+    sign_key,
+    provider,
+    precision,
+    force,
+) -> None:
+    """Bundle MODEL with manifest.json (hashes), MODEL_CARD.md, optional ECC parity and an
+    optional signature (manifest.sig) over the manifest, which lists every other file.
 
     \b
     Examples:
       qtool package model.int8.onnx --out bundle/ --ecc --report eval.json --report bench.json
+      qtool package model.int8.onnx --out bundle/ --ecc --sign release.key
       qtool package model.int8.onnx --out bundle.tar.gz --format tar.gz
+      qtool package model.int8.onnx --out bundle/ --provider openvino --report eval.json
     """
     result = package(
         model,
@@ -63,6 +99,9 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
         report_paths=list(report_paths),
         intended_use=intended_use,
         force=force,
+        sign_key=sign_key,
+        provider=provider,
+        precision=precision,
     )
     rows = [
         [rel, fmt_bytes(info["bytes"]), info["sha256"][:16] + "…"]
@@ -72,7 +111,11 @@ def command(model, out, fmt, ecc, ecc_nsym, report_paths, intended_use, force) -
     lines = [
         ["initializers", f"{result.initializers} ({fmt_bytes(result.weight_bytes)})"],
         ["manifest sha256", result.manifest_sha256],
+        ["signed by", result.signed_by or "unsigned (sign with --sign KEY from qtool keygen)"],
     ]
+    if result.runtime:
+        rt = result.runtime
+        lines.append(["validated on", f"{rt['provider']} ({rt['ort_name']}), {rt['precision']}"])
     if result.ecc:
         lines.append(
             [

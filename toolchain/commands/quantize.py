@@ -14,13 +14,19 @@ from qtool.commands.options import (
     split_list,
     write_json_report,
 )
+from qtool.commands.quantize_views import show_report
 from qtool.data.sources import sources_help
 from qtool.quantization.quantize import quantize_model
-from qtool.quantization.report import BudgetNotMet, QuantizeReport
-from qtool.quantization.settings import FORMATS, INT8_TYPES, METHODS, QuantizeOptions
-from qtool.report import fmt_bytes, fmt_pct, show, table
-
-TOP_TENSORS = 10
+from qtool.quantization.report import BudgetNotMet
+from qtool.quantization.settings import (
+    DEFAULT_ACTIVATION_MEMORY_MB,
+    FORMATS,
+    INT8_TYPES,
+    METHODS,
+    PLACEMENTS,
+    QuantizeOptions,
+)
+from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
 
 
 @click.command("quantize", epilog=sources_help())
@@ -72,15 +78,21 @@ TOP_TENSORS = 10
     "--input", "input_name", default=None, help="Model input to feed (default: first float input)."
 )
 @click.option(
-    "--eval-data",
+    "--val-data",
     default=None,
-    help="Labelled data for accuracy (default: the calib spec's test split).",
+    help="Labelled data the accuracy budget is judged on (default: the calib spec's val split).",
+)
+@click.option(
+    "--test-data",
+    default=None,
+    help="Labelled data accuracy is only reported on (default: the calib spec's test split).",
 )
 @click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(min=0),
     default=None,
-    help="Budget in percentage points; keep damaged nodes FP32 until it is met.",
+    help="Budget in percentage points on the validation split; keep damaged nodes FP32 "
+    "until it is met.",
 )
 @click.option(
     "--fallback-step",
@@ -108,11 +120,43 @@ TOP_TENSORS = 10
     help="Samples for the per-tensor FP32-vs-INT8 error.",
 )
 @click.option(
+    "--placement",
+    type=click.Choice(PLACEMENTS),
+    default="int8-kernels",
+    show_default=True,
+    help="int8-kernels: Q/DQ only around nodes ONNX Runtime runs in INT8 on this CPU "
+    "(read from its optimised graph); ort: ORT's full placement.",
+)
+@click.option(
+    "--activation-memory",
+    "activation_memory_mb",
+    type=click.IntRange(min=1),
+    default=DEFAULT_ACTIVATION_MEMORY_MB,
+    show_default=True,
+    help="MiB of activations calibration and the error analysis hold at a time; batches "
+    "shrink to fit (down to one sample).",
+)
+@click.option(
     "--seed",
     type=int,
     default=0,
     show_default=True,
     help="Seed for choosing calibration and debug samples.",
+)
+@click.option(
+    "--provider",
+    "providers",
+    default=None,
+    callback=lambda ctx, param, value: split_list(value) or None,
+    help="Execution provider(s) the accuracy checks run on, e.g. cpu (default) or "
+    "cpu,openvino; with several, the budget must hold on each (the worst drop counts).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    help="Precision asked of those providers: fp32 forbids reduced precision; auto: theirs.",
 )
 @json_option
 @force_option
@@ -130,15 +174,20 @@ def command(
     """Quantise MODEL to static INT8 with ONNX Runtime and measure what it cost.
 
     Calibration samples are prepared exactly as `qtool eval` prepares them (the model's
-    normalisation metadata, shape fitting). The report gives size before/after, accuracy
-    before/after and top-1 agreement (on --eval-data or the calib spec's test split) and the
-    per-tensor error between FP32 and INT8 activations (SQNR in dB, worst first).
+    normalisation metadata, shape fitting). Q/DQ pairs go only around nodes ONNX Runtime
+    runs in INT8 on this CPU (--placement). The report gives size before/after, accuracy
+    FP32 vs INT8 and top-1 agreement on two splits, each named: the validation split
+    (--val-data, default the calib spec's :val), on which the budget is judged, and the
+    test split (--test-data, default :test), only reported; and the per-tensor error between
+    FP32 and INT8 activations (SQNR in dB, worst first).
 
     With --max-accuracy-drop PP, the nodes around the tensors that add the most quantisation
     noise (producer and consumers) are kept in FP32, --fallback-step tensors per step, and
-    the model is re-quantised (same calibration) until the drop is within PP. If it cannot
-    be met the command exits 1 and writes no model (with --keep-best: writes the best
-    attempt, still exit 1); --json is written in both cases.
+    the model is re-quantised (same calibration) until the validation drop is within PP. A
+    data set without a val split cannot judge a budget (exit 2: name one with --val-data;
+    the test split is never tuned on). If the budget cannot be met the command exits 1 and
+    writes no model (with --keep-best: writes the best attempt, still exit 1); --json is
+    written in both cases.
 
     \b
     Examples:
@@ -163,67 +212,3 @@ def command(
         raise
     show_report(report)
     write_json_report(json_path, report.to_dict())
-
-
-def show_report(r: QuantizeReport) -> None:
-    """The report as tables on stdout."""
-    s = r.settings
-    rows = [
-        ["output", r.output or "(not written)"],
-        ["method / format", f"{s.method} / {s.format}"],
-        ["weights", f"{s.weight_type}, {'per channel' if s.per_channel else 'per tensor'}"],
-        ["activations", s.activation_type],
-        ["reduce_range", f"{s.reduce_range} ({s.reduce_range_reason})"],
-        ["pre-processed", "yes" if s.preprocessed else "no (failed, see notes)"],
-        ["calibration", f"{s.calibration} ({s.calibration_split}), {s.samples} samples"],
-        ["seed", s.seed],
-        ["size FP32 -> INT8", f"{fmt_bytes(r.size_before)} -> {fmt_bytes(r.size_after)}"],
-        ["size ratio", f"{r.size_ratio:.3f}"],
-        ["tensor bytes ratio", f"{r.initializer_bytes_after / r.initializer_bytes_before:.3f}"],
-    ]  # fmt: skip
-    if r.accuracy_before is not None:
-        rows += [
-            ["eval data", f"{r.eval_data}, {r.eval_samples} samples"],
-            ["accuracy FP32", fmt_pct(r.accuracy_before)],
-            ["accuracy INT8", fmt_pct(r.accuracy_after)],
-            ["accuracy drop", f"{r.accuracy_drop_pp:.2f} pp"],
-            ["top-1 agreement", fmt_pct(r.top1_agreement)],
-        ]  # fmt: skip
-    if r.max_accuracy_drop_pp is not None:
-        verdict = "met" if r.within_budget else "NOT met"
-        rows.append(["budget", f"{r.max_accuracy_drop_pp} pp: {verdict}"])
-    fp32 = s.exclude_nodes + s.fp32_nodes
-    rows.append(["nodes kept FP32", ", ".join(fp32) if fp32 else "none"])
-    for note in r.notes:
-        rows.append(["note", note])
-    show(table(f"qtool quantize {r.source}", ["", "value"], rows))
-    if r.fallback_steps:
-        show(
-            table(
-                f"accuracy-aware steps ({r.fallback_step_size} tensor(s) per step)",
-                ["step", "nodes added to FP32", "FP32 nodes", "accuracy", "drop (pp)"],
-                [
-                    [st.step, ", ".join(st.added), st.fp32_nodes, fmt_pct(st.accuracy),
-                     f"{st.drop_pp:.2f}"]
-                    for st in r.fallback_steps
-                ],
-            )
-        )  # fmt: skip
-    errors = r.tensor_errors[:TOP_TENSORS]
-    if errors:
-        show(
-            table(
-                f"per-tensor error, worst first ({len(errors)} of {len(r.tensor_errors)}, "
-                f"{r.debug_samples} samples; SQNR in dB, higher is better; "
-                "noise added: % of signal power)",
-                ["tensor", "node", "op", "SQNR FP32 vs INT8", "noise added here"],
-                [
-                    [e.tensor, e.node, e.op_type, f"{e.sqnr_db:.1f}", _pct3(e.added_noise)]
-                    for e in errors
-                ],
-            )
-        )  # fmt: skip
-
-
-def _pct3(x: float) -> str:
-    return f"{100 * x:.3g} %"

@@ -19,7 +19,7 @@ def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
     root = spec.path
     if not root.is_dir():
         raise QtoolError(f"image folder {root} does not exist: check the path after folder:")
-    base, used = _split_folder(root, split, explicit)
+    base, used = split_folder(root, split, explicit)
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
     files = [
         (f, label)
@@ -36,7 +36,7 @@ def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
     return Dataset(f"folder:{root}", used, x, y, classes, "image")
 
 
-def _split_folder(root: Path, split: str, explicit: bool) -> tuple[Path, str]:
+def split_folder(root: Path, split: str, explicit: bool) -> tuple[Path, str]:
     """The folder holding the class sub-folders of `split`, and the split name it serves."""
     split_dirs = [s for s in SPLITS if (root / s).is_dir()]
     if split_dirs:

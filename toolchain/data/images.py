@@ -1,11 +1,14 @@
 """The one image decoder: image files and uint8/float arrays -> float32 NCHW in [0, 1].
 
-`folder:` data sets and `qtool predict` both read images here, so a PNG scores the same in
-evaluation as in deployment. Pillow is imported only when a file is decoded.
+`folder:` data sets, `qtool predict` and the `qtool serve` upload all read images here, so a
+PNG scores the same in evaluation as in deployment; DICOM files (path or uploaded bytes) go
+through `qtool.data.dicom.dicom_frames`, the one DICOM pixel pipeline, from `read_image`.
+Pillow and pydicom are imported only when a file is decoded.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,20 @@ from qtool.errors import MissingExtra, QtoolError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow modes read as one channel
+LUMA = (0.299, 0.587, 0.114)  # RGB -> grey weights, the ones Pillow's "L" conversion uses
+DEFAULT_MAX_PIXELS = 2**27  # decoded values per input file (frames x rows x columns x channels)
 
 
 def is_image_file(path: Path) -> bool:
+    """An image file Pillow decodes (by suffix); DICOM is `is_input_file`'s business."""
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_input_file(path: Path) -> bool:
+    """A file `read_image` takes: an image by suffix, or DICOM (suffix or DICM preamble)."""
+    from qtool.data.dicom import is_dicom_file
+
+    return is_image_file(path) or is_dicom_file(path)
 
 
 def to_float_nchw(images: np.ndarray, where: Path | str) -> tuple[np.ndarray, str]:
@@ -59,22 +72,37 @@ def _pillow():
 
 
 def decode(
-    path: Path, mode: str | None = None, size: tuple[int, int] | None = None, advice: str = ""
+    path: Path | bytes,
+    mode: str | None = None,
+    size: tuple[int, int] | None = None,
+    advice: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    name: str | None = None,
 ) -> np.ndarray:
-    """One image file as uint8 (H, W) or (H, W, 3).
+    """One image file (or its bytes) as uint8 (H, W) or (H, W, 3).
 
     `mode` "L" (grey) or "RGB"; None keeps grey images grey and makes the rest RGB.
     `size` (width, height) resizes bilinearly. `advice` ends the unreadable-file message.
+    An image of more than `max_pixels` values is refused before it is decoded.
     """
     image_cls, unidentified = _pillow()
+    name = name or (str(path) if isinstance(path, Path) else "the upload")
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
-        with image_cls.open(path) as img:
+        with image_cls.open(source) as img:
+            values = img.size[0] * img.size[1] * len(img.getbands())
+            if values > max_pixels:
+                raise QtoolError(
+                    f"{name} is {img.size[0]}x{img.size[1]} ({values:,} pixel values), over the "
+                    f"limit of {max_pixels:,}; raise the limit or downscale it",
+                    param="max_pixels",
+                )
             img = img.convert(mode or image_mode(img.mode))
             if size is not None and img.size != size:
                 img = img.resize(size, image_cls.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
-    except (unidentified, OSError) as exc:
-        raise QtoolError(f"cannot read image {path}: {exc}{advice}") from exc
+    except (unidentified, image_cls.DecompressionBombError, OSError) as exc:
+        raise QtoolError(f"cannot read image {name}: {exc}{advice}") from exc
 
 
 def image_mode(pillow_mode: str) -> str:
@@ -82,9 +110,28 @@ def image_mode(pillow_mode: str) -> str:
     return "L" if pillow_mode in GREY_MODES else "RGB"
 
 
-def read_image(path: Path, channels: int | None = None) -> np.ndarray:
-    """One image as a float (1, C, H, W) batch: RGB when 3 channels are wanted, else grey."""
-    return decoded_to_float(decode(path, "RGB" if channels == 3 else "L")[None])
+def read_image(
+    source: Path | bytes,
+    channels: int | None = None,
+    *,
+    name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """An image or DICOM file (path or bytes) as a float (N, C, H, W) batch: RGB when 3
+    channels are wanted, else grey. N is 1, or the frame count of a multi-frame DICOM."""
+    from qtool.data.dicom import dicom_frames, has_dicom_preamble, is_dicom_file
+
+    dicom = has_dicom_preamble(source[:132]) if isinstance(source, bytes) else is_dicom_file(source)
+    if not dicom:
+        mode = "RGB" if channels == 3 else "L"
+        return decoded_to_float(decode(source, mode, max_pixels=max_pixels, name=name)[None])
+    x = dicom_frames(source, name, max_pixels)
+    if channels == 3 and x.shape[1] == 1:
+        return np.repeat(x, 3, axis=1)
+    if channels != 3 and x.shape[1] == 3:
+        weights = np.asarray(LUMA, dtype=np.float32)[None, :, None, None]
+        return (x * weights).sum(axis=1, keepdims=True, dtype=np.float32)
+    return x
 
 
 def read_images(files: list[Path]) -> np.ndarray:

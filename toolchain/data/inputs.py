@@ -1,7 +1,8 @@
-"""Files a user hands `qtool predict` (images, .npz arrays) -> one batch for the model.
+"""Files a user hands `qtool predict` (images, DICOM, .npz arrays) -> one batch for the model.
 
-Images go through the same decoder as `folder:` data sets (`qtool.data.images`), so a file
-predicts as it would evaluate.
+Images and DICOM go through the same decoder as `folder:` and `dicom:` data sets
+(`qtool.data.images.read_image`), so a file predicts as it would evaluate. Each frame of a
+multi-frame DICOM is one row, indexed by its frame number.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.data.images import is_image_file, read_image, to_float_nchw
+from qtool.data.images import DEFAULT_MAX_PIXELS, is_input_file, read_image, to_float_nchw
 from qtool.data.npz import open_npz
 from qtool.data.shaping import fit_to_input
 from qtool.errors import QtoolError
@@ -18,22 +19,24 @@ from qtool.errors import QtoolError
 NPZ_SAMPLE_KEYS = ("images", "x", "test_images", "inputs")
 
 
-def load_inputs(paths: list[Path], input_shape: list) -> tuple[np.ndarray, list[tuple[str, int]]]:
-    """Images (PNG/JPEG) and .npz arrays -> one batch fitted to the model input.
+def load_inputs(
+    paths: list[Path], input_shape: list, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    """Images (PNG/JPEG), DICOM files and .npz arrays -> one batch fitted to the model input.
 
-    Also returns, per row, the file it came from and its index in that file.
+    Also returns, per row, the file it came from and its index (row or frame) in that file.
     """
     channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
     arrays, origin = [], []
     for path in paths:
         if not path.is_file():
-            raise QtoolError(f"input {path} does not exist: give image files or an .npz")
+            raise QtoolError(f"input {path} does not exist: give image, DICOM or .npz files")
         if path.suffix.lower() == ".npz":
             x = npz_samples(path)
-        elif is_image_file(path):
-            x = read_image(path, channels)
+        elif is_input_file(path):
+            x = read_image(path, channels, max_pixels=max_pixels)
         else:
-            raise QtoolError(f"input {path} is neither an image (PNG/JPEG) nor an .npz file")
+            raise QtoolError(f"input {path} is neither an image (PNG/JPEG), DICOM nor .npz file")
         arrays.append(fit_to_input(x, input_shape))
         origin += [(str(path), i) for i in range(len(x))]
     shapes = {a.shape[1:] for a in arrays}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qtool.data import folder, npz, sklearn_sets
+from qtool.data import dicom, folder, npz, sklearn_sets
 from qtool.data.dataset import SPLITS, Dataset, DataSpec
 from qtool.errors import QtoolError
 from qtool.registry import Registry
@@ -70,6 +70,14 @@ _add(
         "one sub-folder of PNG/JPEG files per class, optionally under train/val/test",
         folder.load,
         argument="PATH",
+    )
+)
+_add(
+    Source(
+        "dicom",
+        "DICOM files: one sub-folder per class, or labels.csv (file or SOPInstanceUID, class)",
+        dicom.load,
+        argument="FOLDER",
     )
 )
 

@@ -19,6 +19,7 @@ keyed by model, data set, seed, epochs and qtool version, so a second run skips 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from qtool import __version__
+from qtool.demo.attack_stage import stage_attack
 from qtool.errors import QtoolError
 from qtool.outputs import write_json
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, info
@@ -225,27 +227,51 @@ def stage_quantize(ctx: DemoContext) -> None:
         rec.paths["int8_eval"] = ctx.out_dir / f"{rec.name}.int8.eval.json"
 
 
+def demo_providers() -> list[str]:
+    """The CPU provider, and OpenVINO where it is installed and offers a device here."""
+    from qtool.runtimes.providers import PROVIDERS
+
+    return ["cpu"] + (["openvino"] if PROVIDERS.get("openvino").unusable_reason() is None else [])
+
+
 def stage_bench(ctx: DemoContext) -> None:
-    """FP32 vs INT8 latency (interleaved, 1 thread) and energy per inference."""
+    """FP32 vs INT8 latency (interleaved, 1 thread) and energy per inference; on OpenVINO
+    too where it is usable (pinned to the same thread, f32), with its accuracy."""
     from qtool.benchmarking import BenchPlan, run_bench
 
+    providers = demo_providers()
     plan = BenchPlan(
         batches=DEMO_BENCH_BATCHES,
         threads=[1],
+        providers=providers,
         seconds=DEMO_BENCH_SECONDS,
         energy="auto",
         seed=ctx.seed,
         energy_window_s=1.0,
         energy_rounds=1,
+        thread_check_s=0.1,
     )
+    if len(providers) == 1:
+        from qtool.runtimes.providers import PROVIDERS
+
+        ctx.notes.append(f"no OpenVINO rows: {PROVIDERS.get('openvino').unusable_reason()}")
     for rec in ctx.records.values():
         if "int8" not in rec.paths:
             continue
         info(f"benchmarking {rec.name}: FP32 vs INT8, batch {DEMO_BENCH_BATCHES}")
-        result = run_bench([rec.paths["fp32"], rec.paths["int8"]], plan)
+        data = rec.data if len(providers) > 1 else None  # accuracy per provider
+        try:
+            result = run_bench([rec.paths["fp32"], rec.paths["int8"]], plan, data=data)
+        except QtoolError as exc:  # OpenVINO failing here must not cost the CPU figures
+            if len(providers) == 1:
+                raise
+            ctx.notes.append(f"{rec.name}: no OpenVINO rows ({exc}); CPU provider only")
+            cpu_only = dataclasses.replace(plan, providers=["cpu"])
+            result = run_bench([rec.paths["fp32"], rec.paths["int8"]], cpu_only)
         report = ctx.out_dir / f"{rec.name}.bench.json"
         write_json(report, result)
         rec.paths["bench"] = report
+        _openvino_results(rec, result)
         for group in result.groups:
             fp32, int8 = group.configs[0], group.configs[1]
             b = group.batch
@@ -263,6 +289,20 @@ def stage_bench(ctx: DemoContext) -> None:
             "energy is ESTIMATED (process CPU time x watts per core, no RAPL here): the INT8/FP32 "
             "energy ratio equals the CPU-time ratio; see <model>.bench.json for the formula"
         )
+
+
+def _openvino_results(rec, result) -> None:
+    """OpenVINO's p50 and its ratio to the CPU provider on the same model, and accuracy."""
+    for group in result.groups:
+        for c in group.configs:
+            if c.provider == "openvino" and c.provider_ratio is not None:
+                kind = "fp32" if c.model == str(rec.paths["fp32"]) else "int8"
+                rec.results[f"ov_{kind}_b{group.batch}_ms"] = c.latency.p50_ms
+                rec.results[f"ov_{kind}_ratio_b{group.batch}"] = c.provider_ratio.latency_p50_ratio
+    for a in result.accuracy:
+        if a.provider == "openvino":
+            kind = "fp32" if a.model == Path(rec.paths["fp32"]).name else "int8"
+            rec.results[f"ov_{kind}_agreement"] = a.top1_agreement_with_cpu
 
 
 def stage_flip(ctx: DemoContext) -> None:
@@ -407,6 +447,7 @@ STAGES: list[tuple[str, Stage]] = [
     ("flip", stage_flip),
     ("targeted", stage_targeted),
     ("package", stage_package),
+    ("attack", stage_attack),
 ]
 
 COLUMNS: list[Column] = [
@@ -425,6 +466,16 @@ COLUMNS: list[Column] = [
     Column("INT8 b32", "p50_int8_b32_ms", _ms, "cpu"),
     Column("ratio b32", "latency_ratio_b32", _ratio, "cpu"),
     Column("energy ratio b32", "energy_ratio_b32", _ratio, "cpu"),
+    Column("FP32 b1", "ov_fp32_b1_ms", _ms, "openvino"),
+    Column("vs MLAS", "ov_fp32_ratio_b1", _ratio, "openvino"),
+    Column("INT8 b1", "ov_int8_b1_ms", _ms, "openvino"),
+    Column("vs MLAS", "ov_int8_ratio_b1", _ratio, "openvino"),
+    Column("FP32 b32", "ov_fp32_b32_ms", _ms, "openvino"),
+    Column("vs MLAS", "ov_fp32_ratio_b32", _ratio, "openvino"),
+    Column("INT8 b32", "ov_int8_b32_ms", _ms, "openvino"),
+    Column("vs MLAS", "ov_int8_ratio_b32", _ratio, "openvino"),
+    Column("FP32 top-1 agree", "ov_fp32_agreement", fmt_pct, "openvino"),
+    Column("INT8 top-1 agree", "ov_int8_agreement", fmt_pct, "openvino"),
     Column("FP32, 20 random", "fp32_acc_20_random", fmt_pct, "robustness"),
     Column("INT8, 20 random", "int8_acc_20_random", fmt_pct, "robustness"),
     Column("INT8, chosen", "targeted_accuracy", fmt_pct, "robustness"),
@@ -435,6 +486,9 @@ TABLE_TITLES = {
     "model": "models",
     "cpu": "FP32 vs INT8 on this CPU: p50 latency in ms, 1 thread, interleaved runs; ratio = "
     "INT8 / FP32 (energy: see note)",
+    "openvino": "OpenVINO (f32 pinned, 1 thread via INFERENCE_NUM_THREADS) vs the CPU "
+    "provider (MLAS), same rounds: p50 in ms, ratio = OpenVINO / MLAS; top-1 agreement with "
+    "the CPU provider on the test split",
     "robustness": "test accuracy after bit flips in the stored weights (random: mean of "
     f"{DEMO_FLIP_TRIALS} trials; chosen: progressive bit search), and the bundle that catches "
     "them",

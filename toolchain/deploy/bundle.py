@@ -5,7 +5,8 @@ unchanged, `manifest.json` and `MODEL_CARD.md`. The manifest records a sha256 pe
 per initializer, where its bytes lie in which file, their sha256 and a CRC32 per 4 KiB block,
 so `verify` can name the tensor and block that changed. With ECC, `model.ecc` holds
 Reed-Solomon parity over every model byte (weights and graph), so a few corrupted bytes per
-chunk are located to the element and bit, and repaired.
+chunk are located to the element and bit, and repaired. With a signing key, `manifest.sig`
+holds an Ed25519 signature over the manifest (see `signing`), which lists every other file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from qtool.deploy.manifest import (
     safe_member,
 )
 from qtool.deploy.model_card import render_model_card
+from qtool.deploy.runtime import validated_runtime
+from qtool.deploy.signing import key_id_of, load_private_key, sign_manifest
 from qtool.errors import QtoolError
 from qtool.modelfile.load import load_model, sha256_file
 from qtool.modelfile.locate import locate_initializers
@@ -42,6 +45,7 @@ from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import initializer_roles
 from qtool.modelfile.summary import dtype_name, graph_inputs, value_spec
 from qtool.outputs import check_output_path, replace_dir, staging_dir, to_jsonable
+from qtool.runtimes.providers import DEFAULT_PRECISION
 
 BUNDLE_FORMATS = ("dir", "tar.gz", "zip")
 
@@ -227,11 +231,14 @@ def build_bundle(
     nsym: int = DEFAULT_NSYM,
     reports: dict[str, dict] | None = None,
     intended_use: str | None = None,
+    runtime: dict | None = None,
 ) -> dict:
-    """Fill an empty `folder` with the bundle of `model_path`; return the manifest."""
+    """Fill an empty `folder` with the bundle of `model_path`; return the manifest.
+    `runtime` is the provider the model was validated on (deploy.runtime)."""
     model = load_model(model_path)
     files = _copy_model_files(model_path, folder)
     manifest = _describe(model, files, initializer_records(folder, model_path.name))
+    manifest["runtime"] = runtime
     if reports:
         manifest["reports"] = reports
         _write_reports(folder, reports)
@@ -255,6 +262,8 @@ class PackageResult:
     ecc: dict | None
     manifest_sha256: str
     seconds: float
+    signed_by: str | None = None  # key id of the signing key
+    runtime: dict | None = None
 
 
 def _check_args(fmt: str, nsym: int) -> None:
@@ -279,20 +288,37 @@ def package(
     report_paths: list[Path] | None = None,
     intended_use: str | None = None,
     force: bool = False,
+    sign_key: Path | None = None,
+    provider: str | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> PackageResult:
-    """Write the bundle of `model_path` to `out` (a folder, or an archive), atomically."""
+    """Write the bundle of `model_path` to `out` (a folder, or an archive), atomically; with
+    `sign_key` (an Ed25519 private key file), sign its manifest. With `provider`, the
+    manifest records it as the provider the bundle was validated on (it must be usable here
+    and load the model); predict then runs on it."""
     start = time.perf_counter()
     model_path, out = Path(model_path), Path(out)
     report_paths = [Path(p) for p in report_paths or []]
     _check_args(fmt, nsym)
+    key = None if sign_key is None else load_private_key(Path(sign_key), param="sign_key")
     kind = "dir" if fmt == "dir" else "file"
-    check_output_path(out, force, [model_path, *report_paths], kind=kind, param="out")
+    inputs = [model_path, *report_paths, *([] if sign_key is None else [Path(sign_key)])]
+    check_output_path(out, force, inputs, kind=kind, param="out")
     reports = read_reports(report_paths)
+    runtime = None if provider is None else validated_runtime(model_path, provider, precision)
     with staging_dir(out) as staging:
         manifest = build_bundle(
-            model_path, staging, ecc=ecc, nsym=nsym, reports=reports, intended_use=intended_use
+            model_path,
+            staging,
+            ecc=ecc,
+            nsym=nsym,
+            reports=reports,
+            intended_use=intended_use,
+            runtime=runtime,
         )
         manifest_sha = sha256_file(staging / MANIFEST)
+        if key is not None:
+            sign_manifest(staging, key)
         if fmt == "dir":
             replace_dir(staging, out)
         else:
@@ -305,4 +331,6 @@ def package(
         ecc=manifest["ecc"],
         manifest_sha256=manifest_sha,
         seconds=time.perf_counter() - start,
+        signed_by=None if key is None else key_id_of(key.public_key()),
+        runtime=runtime,
     )

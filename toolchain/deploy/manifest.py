@@ -1,8 +1,10 @@
 """The bundle's layout and its manifest: names, paths that must stay inside, reading back.
 
 A bundle is a folder holding the model file(s) unchanged, `manifest.json`, `MODEL_CARD.md`,
-optionally `model.ecc` and `reports/`. Every path read from a manifest (or an archive, see
-`archive`) is checked to stay inside the bundle before anything is opened.
+optionally `model.ecc`, `reports/` and `manifest.sig` (see `signing`). The manifest lists
+every file but itself and its signature, so a signature over it covers them all. Every path
+read from a manifest (or an archive, see `archive`) is checked to stay inside the bundle
+before anything is opened.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ FORMAT = "qtool-bundle"
 FORMAT_VERSION = 1
 BLOCK = 4096  # bytes per CRC32 block of a tensor
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
 CARD = "MODEL_CARD.md"
 ECC_FILE = "model.ecc"
 REPORTS = "reports"
@@ -66,16 +69,29 @@ def manifest_paths(manifest: dict) -> list[str]:
     return paths
 
 
-def read_manifest(folder: Path) -> dict:
+def unlisted_files(folder: Path, manifest: dict) -> list[str]:
+    """Files in a bundle folder that its manifest does not name (nor are the manifest or its
+    signature): a bundle holds exactly what was packaged, so these are reported."""
+    listed = set(manifest_paths(manifest)) | {MANIFEST, SIGNATURE}
+    return [
+        rel
+        for path in sorted(folder.rglob("*"))
+        if (path.is_file() or path.is_symlink())
+        and (rel := path.relative_to(folder).as_posix()) not in listed
+    ]
+
+
+def read_manifest(folder: Path, data: bytes | None = None) -> dict:
     """The manifest of a bundle folder, checked: qtool's format, a version this qtool reads,
-    and every path it names inside the folder."""
+    and every path it names inside the folder. `data` is the manifest's bytes when the caller
+    already read them (so what was hashed or signature-checked is what gets parsed)."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise QtoolError(f"{folder} is not a bundle folder or archive (.tar.gz/.zip)")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise QtoolError(f"{folder} has no manifest.json: is it a bundle made by qtool package?")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes() if data is None else data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise QtoolError(f"{path} is not valid JSON ({exc}); the bundle is damaged") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -84,6 +100,6 @@ def read_manifest(folder: Path) -> dict:
         raise QtoolError(
             f"{path} has format version {manifest['format_version']}; upgrade qtool to read it"
         )
-    for rel in manifest_paths(manifest):
+    for rel in dict.fromkeys(manifest_paths(manifest)):  # each path once, not once a tensor
         safe_member(folder, rel)
     return manifest

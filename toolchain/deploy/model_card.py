@@ -52,7 +52,17 @@ def _about(manifest: dict, intended_use: str | None) -> list[str]:
         f"- Input: {_inputs(manifest['inputs'])}",
         f"- Preprocessing: {manifest['preprocessing'].get('normalization') or 'none recorded'}",
         f"- Quantisation: {quant if quant else 'none (FP32)'}",
+        f"- Execution provider: {_runtime(manifest.get('runtime'))}",
     ]
+
+
+def _runtime(runtime: dict | None) -> str:
+    if not runtime:
+        return "not recorded (qtool predict runs the CPU provider)"
+    return (
+        f"validated on {runtime['provider']} ({runtime['ort_name']}, precision "
+        f"{runtime['precision']}: {runtime['precision_detail']}); qtool predict runs on it"
+    )
 
 
 def _is_eval(r: dict) -> bool:
@@ -116,8 +126,8 @@ def _bench_line(r: dict) -> str:
     """Latency and energy per model and batch, with the energy method stated on every row."""
     rows = [
         "",
-        "| model | batch | threads | p50 latency | items/s | energy per item |",
-        "|---|---|---|---|---|---|",
+        "| model | provider | batch | threads | p50 latency | items/s | energy per item |",
+        "|---|---|---|---|---|---|---|",
     ]
     for group in r.get("groups") or []:
         for c in group.get("configs") or []:
@@ -128,7 +138,8 @@ def _bench_line(r: dict) -> str:
                 else "not measured"
             )
             rows.append(
-                f"| {c.get('name')} | {group.get('batch')} | {group.get('threads')} | "
+                f"| {c.get('name')} | {c.get('provider', 'cpu')} | {group.get('batch')} | "
+                f"{group.get('threads')} | "
                 f"{lat.get('p50_ms', float('nan')):.4g} ms | "
                 f"{lat.get('throughput_items_per_s', float('nan')):,.0f} | {joules} |"
             )

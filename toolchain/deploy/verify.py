@@ -4,6 +4,10 @@ Detection needs no ECC: file sha256s say that something changed, the per-initial
 and 4 KiB CRC32 blocks say which tensor and where. With ECC, the parity of the current bytes
 is recomputed (fast, vectorised) and only chunks whose parity differs are decoded, which
 gives the exact byte, hence the element index and bit, and the original value.
+
+With a trust list the manifest's signature is checked first (`signing`): an unsigned bundle,
+a bad signature, an untrusted key or a manifest changed after signing is refused before any
+file is compared with a manifest nobody vouches for.
 """
 
 from __future__ import annotations
@@ -14,7 +18,15 @@ from pathlib import Path
 
 from qtool.deploy.archive import is_archive, opened_bundle
 from qtool.deploy.ecc import EccParams, damaged_chunks, encode_covers, repair
-from qtool.deploy.manifest import BLOCK, MANIFEST, changed_blocks, read_manifest, safe_member
+from qtool.deploy.manifest import (
+    BLOCK,
+    MANIFEST,
+    changed_blocks,
+    read_manifest,
+    safe_member,
+    unlisted_files,
+)
+from qtool.deploy.signing import SignatureStatus, check_signature
 from qtool.errors import QtoolError
 from qtool.modelfile.load import sha256_file
 from qtool.outputs import atomic_write
@@ -52,6 +64,8 @@ class VerifyResult:
     repaired: bool = False
     repaired_files: list[str] = field(default_factory=list)
     manifest_sha256: str = ""
+    signature: SignatureStatus | None = None
+    unlisted_files: list[str] = field(default_factory=list)
 
     @property
     def changed_bytes(self) -> int:
@@ -64,8 +78,13 @@ def verify(
     *,
     do_repair: bool = False,
     expect_manifest_sha256: str | None = None,
+    trust: dict | None = None,
 ) -> VerifyResult:
-    """Verify a bundle folder or archive; with `do_repair`, fix a folder bundle in place."""
+    """Verify a bundle folder or archive; with `do_repair`, fix a folder bundle in place.
+
+    `trust` is a trust list from `signing.load_trust`; with it, a bundle without a valid
+    signature by a listed key raises `SignatureRefused` (exit 1) before anything else.
+    """
     path = Path(path)
     if not path.exists():
         raise QtoolError(f"bundle {path} does not exist: check the path")
@@ -77,27 +96,33 @@ def verify(
                 param="repair",
             )
         with opened_bundle(path, prefix="qtool-verify-") as root:
-            result = _verify_folder(root, False, expect_manifest_sha256)
+            result = _verify_folder(root, False, expect_manifest_sha256, trust, str(path))
             result.bundle = str(path)
             return result
     if path.is_file():
         raise QtoolError(f"{path} is neither a bundle folder nor a .tar.gz/.zip bundle archive")
-    return _verify_folder(path, do_repair, expect_manifest_sha256)
+    return _verify_folder(path, do_repair, expect_manifest_sha256, trust, str(path))
 
 
-def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> VerifyResult:
-    manifest_sha = sha256_file(folder / MANIFEST) if (folder / MANIFEST).is_file() else ""
+def _verify_folder(
+    folder: Path, do_repair: bool, expected: str | None, trust: dict | None, label: str
+) -> VerifyResult:
+    # The manifest is read once: the bytes hashed and signature-checked are the ones parsed.
+    data = (folder / MANIFEST).read_bytes() if (folder / MANIFEST).is_file() else None
+    manifest_sha = hashlib.sha256(data).hexdigest() if data is not None else ""
     if expected and manifest_sha != expected.lower():
         raise QtoolError(
             f"manifest.json of {folder} has sha256 {manifest_sha[:16]}..., not the expected "
             f"{expected[:16]}...; the manifest itself was replaced",
             param="manifest_sha256",
         )
-    manifest = read_manifest(folder)
+    signature = check_signature(folder, trust, label, data) if data is not None else None
+    manifest = read_manifest(folder, data)
     changed, missing = _changed_files(folder, manifest)
+    unlisted = unlisted_files(folder, manifest)
     result = VerifyResult(
         bundle=str(folder),
-        intact=not changed and not missing,
+        intact=not changed and not missing and not unlisted,
         files_checked=len(manifest["files"]),
         changed_files=changed,
         missing_files=missing,
@@ -106,13 +131,15 @@ def _verify_folder(folder: Path, do_repair: bool, expected: str | None) -> Verif
         ecc_used=False,
         uncorrectable_chunks={},
         manifest_sha256=manifest_sha,
+        signature=signature,
+        unlisted_files=unlisted,
     )
     if result.intact:
         return result
     contents = {rel: safe_member(folder, rel).read_bytes() for rel in changed}
-    result.tensors = _changed_tensors(manifest, contents)
+    result.tensors = changed_tensors(manifest, contents)
     repaired = _locate_with_ecc(folder, manifest, contents, result)
-    if do_repair:
+    if do_repair and (changed or missing):  # unlisted files are reported, never deleted
         _repair_files(folder, manifest, result, repaired)
     return result
 
@@ -129,7 +156,9 @@ def _changed_files(folder: Path, manifest: dict) -> tuple[list[str], list[str]]:
     return changed, missing
 
 
-def _changed_tensors(manifest: dict, contents: dict[str, bytes]) -> list[TensorChange]:
+def changed_tensors(manifest: dict, contents: dict[str, bytes]) -> list[TensorChange]:
+    """The initializers whose bytes in `contents` (file -> bytes) differ from the manifest,
+    with their changed 4 KiB blocks. Files absent from `contents` are skipped."""
     changes = []
     for record in manifest["initializers"]:
         data = contents.get(record["file"])
@@ -244,7 +273,7 @@ def _repair_files(
         _rebuild_parity(folder, manifest, result)
     still = [f for f in result.changed_files if f not in result.repaired_files]
     result.repaired = not still
-    result.intact = result.repaired
+    result.intact = result.repaired and not result.unlisted_files
 
 
 def _rebuild_parity(folder: Path, manifest: dict, result: VerifyResult) -> None:

@@ -13,6 +13,7 @@ from onnx import external_data_helper, numpy_helper
 from qtool.modelfile.load import file_size, load_model
 from qtool.modelfile.metadata import read_metadata
 from qtool.modelfile.roles import initializer_roles
+from qtool.runtimes.opcount import node_macs, static_shapes
 
 QOPERATOR_OPS = {
     "QLinearConv",
@@ -60,6 +61,7 @@ class ModelSummary:
     op_histogram: dict[str, int]
     initializers: list[InitializerInfo] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    energy: dict | None = None  # analytic energy (qtool.runtimes.analytic_energy), when asked
 
 
 def dtype_name(elem_type: int) -> str:
@@ -140,48 +142,33 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
     dot products) for one batch.
 
     Uses ONNX shape inference; symbolic dims count as `batch`. Ops whose shapes cannot be
-    inferred are skipped rather than guessed.
+    inferred are skipped rather than guessed. The counting is qtool.runtimes.opcount's, which
+    analytic energy shares.
     """
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # shape inference is best-effort on third-party models
-        inferred = model
-    shapes: dict[str, list[int]] = {}
-    graph = inferred.graph
-    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = [
-                d.dim_value if d.HasField("dim_value") else batch
-                for d in value.type.tensor_type.shape.dim
-            ]
-    for t in graph.initializer:
-        shapes[t.name] = list(t.dims)
-    dq_source = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
-    for out, src in dq_source.items():
-        if out not in shapes and src in shapes:
-            shapes[out] = shapes[src]
-    # Mul feeding ReduceSum is a dot product written out (e.g. local self-attention exported
-    # without MatMul): count its multiply-adds like a MatMul's.
-    reduce_sum_inputs = {n.input[0] for n in graph.node if n.op_type == "ReduceSum" and n.input}
+    shapes = static_shapes(model, batch)
+    graph = model.graph
+    # Mul feeding ReduceSum (directly or through a Q/DQ pair) is a dot product written out
+    # (e.g. local self-attention exported without MatMul): count it like a MatMul.
+    producer = {o: n for n in graph.node for o in n.output}
+    reduce_sum_inputs = {
+        _through_qdq(n.input[0], producer)
+        for n in graph.node
+        if n.op_type == "ReduceSum" and n.input
+    }
     total = 0
     for node in graph.node:
-        op = node.op_type
-        if op == "Mul" and node.output[0] in reduce_sum_inputs and node.output[0] in shapes:
-            total += 2 * int(np.prod(shapes[node.output[0]]))
+        out = node.output[0] if node.output else ""
+        if node.op_type == "Mul" and out in reduce_sum_inputs and out in shapes:
+            total += 2 * int(np.prod(shapes[out]))
             continue
-        try:
-            if op in ("Conv", "ConvInteger", "QLinearConv"):
-                w_name = node.input[3] if op == "QLinearConv" else node.input[1]
-                w, y = shapes[w_name], shapes[node.output[0]]
-                total += 2 * int(np.prod(y)) * int(np.prod(w[1:]))
-            elif op in ("MatMul", "MatMulInteger", "QLinearMatMul", "Gemm"):
-                a_name = node.input[0]
-                y = shapes[node.output[0]]
-                a = shapes[a_name]
-                k = a[-1]
-                if op == "Gemm" and any(at.name == "transA" and at.i for at in node.attribute):
-                    k = a[0]
-                total += 2 * int(np.prod(y)) * int(k)
-        except (KeyError, IndexError):
-            continue
+        total += 2 * node_macs(node, shapes)
     return total
+
+
+def _through_qdq(tensor: str, producer: dict[str, onnx.NodeProto]) -> str:
+    """The float tensor a QuantizeLinear -> DequantizeLinear pair re-creates, else `tensor`."""
+    dq = producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return tensor
+    q = producer.get(dq.input[0])
+    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else tensor

@@ -1,9 +1,11 @@
-"""The samples quantisation works from: calibration batches, evaluation data, debug subset.
+"""The samples quantisation works from: calibration batches, labelled splits, debug subset.
 
 Calibration samples are prepared exactly as `qtool eval` prepares them (same ModelIO:
 shape fitting and the model's normalisation), then fed to ONNX Runtime's calibrators in
-batches through a `CalibrationDataReader`. The ranges are computed once per call and cached
-in a file (`Calibration.cache`) that every re-quantisation of the fallback loop reuses.
+batches sized to a memory bound through a `CalibrationDataReader`. The ranges are computed
+once per call and cached in a file (`Calibration.cache`) that every re-quantisation reuses.
+Accuracy is scored on two labelled splits with separate roles: the validation split judges
+the accuracy budget, the test split is only reported.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from qtool.data.dataset import Dataset
@@ -20,6 +23,7 @@ from qtool.data.sources import load_dataset
 from qtool.errors import QtoolError
 from qtool.evaluation.model_io import ModelIO, run_scores
 from qtool.quantization.quantizer import first_line
+from qtool.runtimes.opcount import activation_bytes
 
 CALIB_BATCH = 32
 
@@ -94,32 +98,41 @@ def prepare(
     return x
 
 
-def eval_dataset(
-    eval_data: str | None, calib: str, meta: dict
+def labelled_split(
+    given: str | None, calib: str, meta: dict, split: str, param: str
 ) -> tuple[Dataset | None, str | None]:
-    """Labelled data to score accuracy on: `eval_data`, else the calib set's test split, else
-    the data set named in the model's metadata. None (with the reason) when there is none."""
-    if eval_data:
-        ds = load_dataset(eval_data, default_split="test", param="eval_data")
+    """Labelled data of one role: `given` (its own split suffix, else `split`), else the
+    calib spec's `split`, else that split of the data set named in the model's metadata.
+    None (with the reason) when there is none; given data without labels is bad input."""
+    if given:
+        ds = load_dataset(given, default_split=split, param=param)
         if ds.y is None:
-            raise QtoolError(
-                f"{eval_data} has no labels to score accuracy against", param="eval_data"
-            )
+            raise QtoolError(f"{given} has no labels to score accuracy against", param=param)
         return ds, None
     reasons = []
     for spec in (calib, meta.get("dataset")):
         if not spec:
             continue
         try:
-            ds = load_dataset(str(spec), split="test")
+            ds = load_dataset(str(spec), split=split)
         except QtoolError as exc:
             reasons.append(str(exc))
             continue
         if ds.y is not None:
             return ds, None
-        reasons.append(f"{spec} (test) has no labels")
-    why = "; ".join(reasons) or "no evaluation data"
-    return None, f"accuracy not measured: {why}"
+        reasons.append(f"{spec} ({split}) has no labels")
+    return None, "; ".join(reasons) or f"no {split} data"
+
+
+def calibration_batch(model: onnx.ModelProto, memory_bytes: int) -> int:
+    """Samples per calibration run: ORT's calibrator keeps about two copies of every
+    activation of a sample (its augmented graph exposes them all), so as many samples as fit
+    `memory_bytes` that way, at least 1 and at most CALIB_BATCH (unknown shapes: CALIB_BATCH).
+    MinMax ranges do not depend on the batching; histogram methods may shift by a bin."""
+    per_sample = 2 * activation_bytes(model, batch=1)
+    if per_sample <= 0:
+        return CALIB_BATCH
+    return max(1, min(CALIB_BATCH, int(memory_bytes // per_sample)))
 
 
 def debug_subset(x: np.ndarray, count: int, seed: int) -> np.ndarray:

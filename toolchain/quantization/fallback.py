@@ -27,6 +27,7 @@ class Attempt:
     errors: list[TensorError]
     accuracy: float | None
     agreement: float | None  # top-1 agreement with the FP32 model
+    per_provider: dict[str, tuple[float, float]] | None = None  # (accuracy, agreement)
 
 
 @dataclass

@@ -1,58 +1,54 @@
 """`quantize_model`: the steps of one static INT8 quantisation, in order.
 
-Load the FP32 model and its samples (calibration.py), pre-process and name its nodes, then
-quantise with ONNX Runtime (quantizer.py), measure accuracy and per-tensor error
-(tensor_errors.py), and, with an accuracy budget, keep the worst nodes in FP32 until it holds
-(fallback.py). The names other stages import from here are re-exported.
+Load the FP32 model's facts and its samples (calibration.py), then, in attempts.py:
+pre-process and name its nodes, quantise with ONNX Runtime (quantizer.py) with Q/DQ only where
+ORT runs INT8 (placement.py), measure per-tensor error (tensor_errors.py) and validation
+accuracy, and, with an accuracy budget, keep the worst nodes in FP32 until it holds on the
+validation split (fallback.py); the test split is scored once, on the final model. The names
+other stages import from here are re-exported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from qtool.data.dataset import Dataset
 from qtool.data.sources import load_dataset
 from qtool.errors import QtoolError
-from qtool.evaluation.evaluate import predicted_labels
-from qtool.evaluation.model_io import ModelIO, model_io, run_scores
+from qtool.evaluation.model_io import ModelIO, model_io
 from qtool.modelfile.load import file_size, load_model, sha256_file
 from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
 from qtool.modelfile.save import save_model
 from qtool.outputs import check_output_path
-from qtool.quantization.calibration import (
-    CALIB_BATCH,
-    Calibration,
-    batches,
-    debug_subset,
-    eval_dataset,
-    prepare,
+from qtool.quantization.attempts import Attempts, Labelled, Work
+from qtool.quantization.calibration import debug_subset, labelled_split, prepare
+from qtool.quantization.fallback import Budget, FallbackStep, Outcome, run_fallback
+from qtool.quantization.quantizer import op_types_to_quantize
+from qtool.quantization.report import (
+    BudgetNotMet,
+    QuantizeReport,
+    SplitAccuracy,
+    initializer_bytes,
 )
-from qtool.quantization.fallback import Attempt, Budget, FallbackStep, Outcome, run_fallback
-from qtool.quantization.quantizer import (
-    Job,
-    check_nodes_exist,
-    name_nodes,
-    op_types_to_quantize,
-    preprocess,
-    quantize_once,
-)
-from qtool.quantization.report import BudgetNotMet, QuantizeReport, initializer_bytes
 from qtool.quantization.settings import (
     FORMATS,
     INT8_TYPES,
     METHODS,
+    PLACEMENTS,
     QuantizeOptions,
     QuantSettings,
     cpu_flags,
     default_reduce_range,
     resolve_reduce_range,
 )
-from qtool.quantization.tensor_errors import TensorError, tensor_errors
+from qtool.quantization.tensor_errors import TensorError
 from qtool.report import info
 from qtool.runtimes import make_session
 
@@ -60,11 +56,13 @@ __all__ = [
     "FORMATS",
     "INT8_TYPES",
     "METHODS",
+    "PLACEMENTS",
     "BudgetNotMet",
     "FallbackStep",
     "QuantSettings",
     "QuantizeOptions",
     "QuantizeReport",
+    "SplitAccuracy",
     "TensorError",
     "cpu_flags",
     "default_reduce_range",
@@ -83,11 +81,15 @@ def quantize_model(
     """Quantise `src` to static INT8 at `out`, calibrated on data spec `calib`, and measure
     what it cost.
 
-    Raises QtoolError on bad input (exit 2) and BudgetNotMet (a WorkFailed, exit 1) when
-    `options.max_accuracy_drop` (percentage points) cannot be met even with nodes kept in
-    FP32 (within `max_steps` steps of `fallback_step` worst tensors each, when given); the
-    model is then written only with `keep_best` (the best attempt), and the exception
-    carries the report either way. An existing `out` is replaced only with `force`.
+    Accuracy is scored on two labelled splits: the validation split (`options.val_data`,
+    default the calib spec's val split) judges the budget, the test split (`test_data`,
+    default the calib spec's test split) is only reported. Raises QtoolError on bad input
+    (exit 2), including a budget with no validation split to judge it on, and BudgetNotMet
+    (a WorkFailed, exit 1) when `options.max_accuracy_drop` (percentage points) cannot be
+    met on the validation split even with nodes kept in FP32 (within `max_steps` steps of
+    `fallback_step` worst tensors each, when given); the model is then written only with
+    `keep_best` (the best attempt), and the exception carries the report either way. An
+    existing `out` is replaced only with `force`.
     """
     options = options or QuantizeOptions()
     options.validate()
@@ -95,55 +97,44 @@ def quantize_model(
     check_output_path(out, force=force, inputs=(src,), param="out")
     work = _load_work(src, calib, options)
     with tempfile.TemporaryDirectory(prefix="qtool-quantize-") as tmpdir:
-        runs = _Attempts(Path(tmpdir), work, options)
+        runs = Attempts(Path(tmpdir), work, options)
         info(
             f"calibrating on {len(work.calib_x)} samples of {work.calib_set.spec} "
-            f"({work.calib_set.split})"
+            f"({work.calib_set.split}), {work.settings.calibration_batch} at a time"
         )
         outcome = _quantize_within_budget(runs, options)
         work.settings.fp32_nodes = list(outcome.final.extra)
+        validation, val_rows = runs.split_accuracy(work.val, outcome.final.path)
+        test, test_rows = runs.split_accuracy(work.test, outcome.final.path)
         model = onnx.load(str(outcome.final.path))
-        _set_output_metadata(model, work.proto, work.settings, work.sha)
+        _set_output_metadata(model, work.metadata, work.settings, work.sha)
         written = outcome.within is not False or options.keep_best
         if written:
             check_output_path(out, force=force, inputs=(src,), param="out")
             save_model(model, out)
-    report = _report(work, options, runs, outcome, model, out if written else None)
+    report = _report(work, options, outcome, model, validation, test, out if written else None)
+    report.placement = asdict(runs.placement)
+    report.providers = val_rows + test_rows
     if outcome.within is False:
         kept = f"; the best attempt was written to {out}" if written else "; nothing written"
         raise BudgetNotMet(
-            f"accuracy drop {report.accuracy_drop_pp:.2f} pp exceeds the budget of "
-            f"{options.max_accuracy_drop} pp even with {len(work.settings.fp32_nodes)} node(s) "
-            f"kept in FP32{kept}",
+            f"accuracy drop {validation.drop_pp:.2f} pp on {validation.data} exceeds the "
+            f"budget of {options.max_accuracy_drop} pp even with "
+            f"{len(work.settings.fp32_nodes)} node(s) kept in FP32{kept}",
             report,
         )
     return report
 
 
-@dataclass
-class _Work:
-    """The FP32 model and the samples one quantize_model call works from."""
-
-    src: Path
-    proto: onnx.ModelProto
-    sha: str
-    io: ModelIO
-    op_types: list[str]
-    settings: QuantSettings
-    calib_set: Dataset
-    calib_x: np.ndarray
-    eval_set: Dataset | None
-    eval_x: np.ndarray | None
-    debug_x: np.ndarray
-    notes: list[str]
-
-
-def _load_work(src: Path, calib: str, options: QuantizeOptions) -> _Work:
-    """Read the model, choose its input, prepare calibration and evaluation samples."""
+def _load_work(src: Path, calib: str, options: QuantizeOptions) -> Work:
+    """Read the model, choose its input, prepare calibration and labelled samples."""
     proto = load_model(src)
-    meta = qtool_metadata(proto)
+    meta, metadata = qtool_metadata(proto), read_metadata(proto)
+    init_bytes = initializer_bytes(proto)
+    del proto  # a 25 M-parameter model is 100 MB: keep no copy through calibration
     sha = sha256_file(src)
-    fp32 = make_session(src, providers=options.providers)
+    first = (options.providers or ["cpu"])[0]
+    fp32 = make_session(src, [first], precision=options.precision)
     io = model_io(fp32, meta, options.input_name)
     others = [i.name for i in fp32.get_inputs() if i.name != io.input_name]
     if others:
@@ -155,25 +146,67 @@ def _load_work(src: Path, calib: str, options: QuantizeOptions) -> _Work:
     calib_set = load_dataset(calib, default_split="train", param="calib")
     calib_set = calib_set.take(options.samples, options.seed)
     calib_x = prepare(io, calib_set, "calibration data", fp32, src, param="calib")
+    calib_set = _without_samples(calib_set)  # the prepared copy is the one kept
     reduce_range = resolve_reduce_range(options.reduce_range)
     info(f"reduce_range={reduce_range[0]} ({reduce_range[1]})")
-    eval_set, eval_note = eval_dataset(options.eval_data, calib, meta)
-    notes = [eval_note] if eval_note else []
-    if options.max_accuracy_drop is not None and eval_set is None:
-        raise QtoolError(
-            f"an accuracy budget needs labelled evaluation data: name a labelled data set "
-            f"({eval_note})",
-            param="eval_data",
-        )
-    eval_x = None
-    if eval_set is not None:
-        eval_x = prepare(io, eval_set, "evaluation data", fp32, src, param="eval_data")
-    debug_x = debug_subset(calib_x, options.debug_samples, options.seed)
+    notes: list[str] = []
+    val, test = _labelled(options, calib, meta, io, fp32, src, notes)
+    debug_index = debug_subset(np.arange(len(calib_x)), options.debug_samples, options.seed)
     settings = _settings(options, calib, calib_set.split, len(calib_x), reduce_range)
-    return _Work(
-        src, proto, sha, io, op_types, settings, calib_set, calib_x, eval_set, eval_x, debug_x,
-        notes,
+    return Work(
+        src, metadata, init_bytes, sha, io, op_types, settings, calib_set, calib_x, val, test,
+        debug_index, notes,
     )  # fmt: skip
+
+
+def _labelled(
+    options: QuantizeOptions,
+    calib: str,
+    meta: dict,
+    io: ModelIO,
+    session: ort.InferenceSession,
+    src: Path,
+    notes: list[str],
+) -> tuple[Labelled | None, Labelled | None]:
+    """The validation split (judges the budget) and the test split (only reported)."""
+    found, missing = {}, {}
+    for split, param, given, role in (
+        ("val", "val_data", options.val_data, "budget"),
+        ("test", "test_data", options.test_data, "reported"),
+    ):
+        data, why = labelled_split(given, calib, meta, split, param)
+        found[split] = None
+        if data is None:
+            missing[split] = why
+            notes.append(f"{split} accuracy not measured: {why}")
+        else:
+            x = prepare(io, data, f"{split} data", session, src, param=param)
+            found[split] = Labelled(_without_samples(data), x, role)
+    val, test = found["val"], found["test"]
+    if options.max_accuracy_drop is not None and val is None:
+        raise QtoolError(
+            "an accuracy budget is judged on a labelled validation split, and none was found "
+            f"({missing['val']}); name one (a spec ending in :val, or other held-out labelled "
+            "data): the test split is only reported, never tuned on",
+            param="val_data",
+        )
+    if val is not None and test is not None and _same(val.data, test.data):
+        raise QtoolError(
+            f"the validation data is the test data ({val.data.spec}:{val.data.split}): the "
+            "budget would be tuned on the split the report calls held out; name another split",
+            param="val_data",
+        )
+    return val, test
+
+
+def _without_samples(data: Dataset) -> Dataset:
+    """The data set's name, split and labels without its raw samples (at 224 px, 256 of them
+    are 150 MB that calibration would otherwise hold twice)."""
+    return dataclasses.replace(data, x=np.empty((0, *data.x.shape[1:]), data.x.dtype))
+
+
+def _same(a: Dataset, b: Dataset) -> bool:
+    return (a.spec, a.split) == (b.spec, b.split)
 
 
 def _settings(
@@ -198,74 +231,26 @@ def _settings(
     )
 
 
-class _Attempts:
-    """Quantise-and-measure runs sharing one pre-processed model and one calibration."""
-
-    def __init__(self, tmp: Path, work: _Work, options: QuantizeOptions):
-        self.tmp, self.work, self.options = tmp, work, options
-        pre = tmp / "pre.onnx"
-        work.settings.preprocessed, why = preprocess(work.src, pre)
-        if why:
-            info(f"note: {why}; quantising without it")
-            work.notes.append(why)
-        self.pre_model = name_nodes(pre)
-        check_nodes_exist(self.pre_model, list(options.exclude_nodes))
-        parts = batches(work.calib_x, CALIB_BATCH, work.io.fixed_batch)
-        calibration = Calibration(work.io.input_name, parts, tmp / "calibration.json")
-        self.job = Job(pre, calibration, work.settings, work.op_types)
-        self.fp32_pred = None if work.eval_x is None else self._predict(work.src)
-        self.accuracy_before = None
-        if self.fp32_pred is not None:
-            self.accuracy_before = float(np.mean(self.fp32_pred == work.eval_set.y))
-
-    def _predict(self, path: Path) -> np.ndarray:
-        session = make_session(path, providers=self.options.providers)
-        return predicted_labels(run_scores(session, self.work.io, self.work.eval_x))
-
-    def attempt(self, extra: list[str], tag: str) -> Attempt:
-        """Quantise keeping the user's and `extra` nodes in FP32; measure error and accuracy."""
-        exclude = list(self.options.exclude_nodes) + extra
-        q_path = self.tmp / f"q_{tag}.onnx"
-        quantize_once(self.job, q_path, exclude, self.options.fmt)
-        qdq_path = q_path
-        if self.options.fmt != "qdq":  # qdq_loss_debug reads QDQ models: measure the QDQ twin
-            qdq_path = self.tmp / f"qdq_{tag}.onnx"
-            quantize_once(self.job, qdq_path, exclude, "qdq")
-        pre, graph = self.job.pre_path, self.pre_model.graph
-        errors = tensor_errors(pre, qdq_path, self.work.io, self.work.debug_x, graph, self.tmp)
-        acc = agree = None
-        if self.fp32_pred is not None:
-            pred = self._predict(q_path)
-            acc = float(np.mean(pred == self.work.eval_set.y))
-            agree = float(np.mean(pred == self.fp32_pred))
-        return Attempt(q_path, extra, errors, acc, agree)
-
-    def drop_pp(self, attempt: Attempt) -> float | None:
-        if attempt.accuracy is None:
-            return None
-        return round(100.0 * (self.accuracy_before - attempt.accuracy), 6)
-
-
-def _quantize_within_budget(runs: _Attempts, options: QuantizeOptions) -> Outcome:
-    first = runs.attempt([], "0")
+def _quantize_within_budget(runs: Attempts, options: QuantizeOptions) -> Outcome:
+    first = runs.first()
     if options.max_accuracy_drop is None:
         return Outcome(first, [], None)
     budget = Budget(
-        options.max_accuracy_drop, options.fallback_step, options.max_steps, options.exclude_nodes
+        options.max_accuracy_drop, options.fallback_step, options.max_steps, runs.kept_out
     )
     return run_fallback(first, runs.attempt, runs.drop_pp, budget)
 
 
 def _report(
-    work: _Work,
+    work: Work,
     options: QuantizeOptions,
-    runs: _Attempts,
     outcome: Outcome,
     model: onnx.ModelProto,
+    validation: SplitAccuracy | None,
+    test: SplitAccuracy | None,
     written_to: Path | None,
 ) -> QuantizeReport:
-    size_before, size_after = file_size(work.src), len(model.SerializeToString())
-    final = outcome.final
+    size_before, size_after = file_size(work.src), model.ByteSize()
     return QuantizeReport(
         source=str(work.src),
         output=None if written_to is None else str(written_to),
@@ -275,29 +260,25 @@ def _report(
         size_before=size_before,
         size_after=size_after,
         size_ratio=size_after / size_before,
-        initializer_bytes_before=initializer_bytes(work.proto),
+        initializer_bytes_before=work.initializer_bytes,
         initializer_bytes_after=initializer_bytes(model),
-        eval_data=f"{work.eval_set.spec}:{work.eval_set.split}" if work.eval_set else None,
-        eval_samples=len(work.eval_x) if work.eval_x is not None else 0,
-        accuracy_before=runs.accuracy_before,
-        accuracy_after=final.accuracy,
-        accuracy_drop_pp=runs.drop_pp(final),
-        top1_agreement=final.agreement,
+        validation=validation,
+        test=test,
         max_accuracy_drop_pp=options.max_accuracy_drop,
         within_budget=outcome.within,
         fallback_step_size=options.fallback_step,
         fallback_steps=outcome.steps,
-        debug_samples=len(work.debug_x),
-        tensor_errors=final.errors,
+        debug_samples=len(work.debug_index),
+        tensor_errors=outcome.final.errors,
         notes=work.notes,
     )
 
 
 def _set_output_metadata(
-    model: onnx.ModelProto, source: onnx.ModelProto, settings: QuantSettings, sha: str
+    model: onnx.ModelProto, metadata: dict[str, str], settings: QuantSettings, sha: str
 ) -> None:
     """Carry the source's metadata over (normalisation, class names...) and add the settings."""
-    values: dict[str, object] = dict(read_metadata(source))
+    values: dict[str, object] = dict(metadata)
     values["qtool.quantization"] = asdict(settings)
     values["qtool.source_sha256"] = sha
     values["qtool.seed"] = settings.seed

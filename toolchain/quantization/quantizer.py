@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from io import StringIO
@@ -58,18 +60,59 @@ def op_types_to_quantize(exclude_op_types: list[str]) -> list[str]:
     return [t for t in known if t not in exclude_op_types]
 
 
+CHILD_PROCESS_BYTES = 16 << 20  # models from this size are pre-processed in a child process
+_CHILD = """
+import sys
+from pathlib import Path
+from qtool.quantization.quantizer import preprocess_here
+preprocess_here(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
 def preprocess(src: Path, dst: Path) -> tuple[bool, str | None]:
-    """quant_pre_process into dst; on failure copy src and say why (quantisation goes on)."""
+    """quant_pre_process into dst; on failure copy src and say why (quantisation goes on
+    without it).
+
+    A model of CHILD_PROCESS_BYTES or more is pre-processed in a child process: symbolic
+    shape inference (sympy) and the copies of the model it makes leave ~50 MB of modules and,
+    at 100 MB of weights, ~300 MB of fragmented heap behind, on which calibration would then
+    build its peak. A small model is pre-processed here, where the imports are paid once.
+    """
+    if src.stat().st_size < CHILD_PROCESS_BYTES:
+        try:
+            preprocess_here(src, dst)
+            onnx.load(str(dst))  # a half-written file counts as a failure
+            return True, None
+        except Exception as exc:  # symbolic shape inference fails on many third-party models
+            why = f"{type(exc).__name__}: {first_line(exc)}"
+    else:
+        args = [sys.executable, "-c", _CHILD, str(src), str(dst)]
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode == 0 and dst.is_file() and dst.stat().st_size > 0:
+            return True, None
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit {done.returncode}"
+    shutil.copyfile(src, dst)
+    return False, f"pre-processing failed ({why})"
+
+
+def preprocess_here(src: Path, dst: Path) -> None:
+    """ORT's quant_pre_process in this process, without importing torch for it.
+
+    onnxruntime.tools, which pre-processing imports, imports torch in its __init__ whenever
+    torch is installed, for PyTorch export helpers pre-processing never uses (2-4 s, ~250 MB):
+    it is imported with torch hidden (an entry of None in sys.modules makes
+    importlib.util.find_spec report it absent); torch imports normally afterwards."""
+    if "onnxruntime.tools" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            import onnxruntime.tools.symbolic_shape_infer  # noqa: F401
+        finally:
+            del sys.modules["torch"]
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        with quiet_ort_logging():
-            quant_pre_process(str(src), str(dst))
-        onnx.load(str(dst))  # a half-written file counts as a failure
-        return True, None
-    except Exception as exc:  # symbolic shape inference fails on many third-party models
-        shutil.copyfile(src, dst)
-        return False, f"pre-processing failed ({type(exc).__name__}: {first_line(exc)})"
+    with quiet_ort_logging():
+        quant_pre_process(str(src), str(dst))
 
 
 def name_nodes(path: Path) -> onnx.ModelProto:

@@ -18,6 +18,8 @@ FORMATS = ("qdq", "qoperator")
 INT8_TYPES = ("uint8", "int8")
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
+PLACEMENTS = ("int8-kernels", "ort")  # qtool.quantization.placement implements them
+DEFAULT_ACTIVATION_MEMORY_MB = 1024
 
 
 @dataclass
@@ -37,14 +39,24 @@ class QuantizeOptions:
     exclude_nodes: list[str] = field(default_factory=list)  # node names kept in FP32
     exclude_op_types: list[str] = field(default_factory=list)  # op types not quantised
     input_name: str | None = None  # None: the first float input
-    eval_data: str | None = None  # None: the calib spec's test split, else the model's data set
-    max_accuracy_drop: float | None = None  # budget in percentage points
+    # labelled data the accuracy budget is judged on; None: the calib spec's val split, else
+    # the val split of the data set named in the model's metadata
+    val_data: str | None = None
+    # labelled data accuracy is only reported on (never used to choose anything); None: the
+    # calib spec's test split, else the model's data set's
+    test_data: str | None = None
+    max_accuracy_drop: float | None = None  # budget in percentage points, judged on val_data
     fallback_step: int = 2  # worst tensors whose nodes go back to FP32 per step
     max_steps: int | None = None  # None: until the budget is met or nothing is left
     keep_best: bool = False  # write the best attempt even if the budget is not met
     debug_samples: int = 32  # samples for the per-tensor FP32-vs-INT8 error
+    placement: str = "int8-kernels"  # one of PLACEMENTS: Q/DQ only where ORT runs INT8, or "ort"
+    # activations (MiB) calibration and the error analysis may hold at a time: batches shrink
+    # to fit (down to one sample)
+    activation_memory_mb: int = DEFAULT_ACTIVATION_MEMORY_MB
     seed: int = 0
-    providers: list[str] | None = None  # execution providers of the scoring sessions
+    providers: list[str] | None = None  # providers the accuracy checks run on (default cpu)
+    precision: str = "fp32"  # fp32: reduced precision forbidden on them; auto: their choice
 
     def validate(self) -> None:
         """Reject values no quantisation could use (bad input, exit 2)."""
@@ -52,11 +64,16 @@ class QuantizeOptions:
         _check_choice("fmt", self.fmt, FORMATS)
         _check_choice("activation_type", self.activation_type, INT8_TYPES)
         _check_choice("weight_type", self.weight_type, INT8_TYPES)
-        for name in ("samples", "debug_samples", "fallback_step"):
+        _check_choice("placement", self.placement, PLACEMENTS)
+        for name in ("samples", "debug_samples", "fallback_step", "activation_memory_mb"):
             if getattr(self, name) < 1:
                 raise QtoolError(f"must be at least 1, got {getattr(self, name)}", param=name)
         if self.max_steps is not None and self.max_steps < 0:
             raise QtoolError(f"must be 0 or more, got {self.max_steps}", param="max_steps")
+        from qtool.runtimes.providers import compared_specs
+
+        for spec in compared_specs(self.providers, param="providers"):
+            spec.check_precision(self.precision)
         if self.max_accuracy_drop is not None and self.max_accuracy_drop < 0:
             raise QtoolError(
                 "the accuracy budget is in percentage points and must be >= 0",
@@ -88,6 +105,8 @@ class QuantSettings:
     samples: int  # calibration samples actually used
     seed: int
     preprocessed: bool
+    calibration_batch: int = 0  # samples per calibration run (from activation_memory_mb)
+    placement: dict = field(default_factory=dict)  # mode and nodes kept out (Placement.record)
     onnxruntime_version: str = ort.__version__
 
 

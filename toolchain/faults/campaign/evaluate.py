@@ -10,6 +10,7 @@ from qtool.errors import QtoolError
 from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, predict, prepare_model
 from qtool.faults.storage.manifest import replay_entries
 from qtool.faults.storage.selection import selection_of_record
+from qtool.runtimes.providers import DEFAULT_PRECISION
 
 
 @dataclass
@@ -24,6 +25,8 @@ class FlipEvaluation:
     clean_correct: int
     nonfinite_rows: int  # flipped-model inputs with NaN/Inf scores
     clean_nonfinite_rows: int
+    provider: str = "cpu"  # the execution provider both were scored on
+    precision: str = DEFAULT_PRECISION
 
 
 def evaluate_manifest(
@@ -32,12 +35,16 @@ def evaluate_manifest(
     data_spec: str,
     split: str | None = None,
     opt_level: str = DEFAULT_OPT_LEVEL,
+    provider: str = "cpu",
+    precision: str = DEFAULT_PRECISION,
 ) -> FlipEvaluation:
-    """Clean vs flipped accuracy of the manifest's flips, done in memory on `path`."""
+    """Clean vs flipped accuracy of the manifest's flips, done in memory on `path`, in
+    ONNX Runtime on `provider`."""
     data = load_dataset(data_spec, split)
     if data.y is None:
         raise QtoolError(f"data set {data_spec} has no labels to score against", param="data_spec")
-    model = prepare_model(path, data, selection_of_record(manifest), opt_level, threads=0)
+    selection = selection_of_record(manifest)
+    model = prepare_model(path, data, selection, opt_level, 0, provider, precision)
     flipped = {None: bytearray(model.buf)}
     replay_entries(path, flipped, manifest["flips"], check=False, inline=True)
     scores = predict(model.session(flipped[None]), model.io, model.x)
@@ -55,4 +62,6 @@ def evaluate_manifest(
         clean_correct=int(clean_ok.sum()),
         nonfinite_rows=int(scores.nonfinite.sum()),
         clean_nonfinite_rows=int(model.clean.nonfinite.sum()),
+        provider=provider,
+        precision=precision,
     )

@@ -2,7 +2,8 @@
 
 For each model, budget (number of bits) and trial, `trials.run_trial` hits that many seeded
 bits and scores the model; `stats.budget_stats` summarises the trials of each budget. Trials
-run through an executor (`executor.py`): in this process or in worker processes.
+run through an executor (`executor.py`): in this process, in worker processes or on a Dask
+cluster. `trials="auto"` sizes each budget by rounds until a rule of `sizing.py` stops it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from pathlib import Path
 
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
-from qtool.faults.campaign.executor import CampaignJob, Executor, TrialTask, default_executor
+from qtool.faults.campaign.executor import (
+    CampaignJob,
+    Executor,
+    TrialTask,
+    close_executor,
+    default_executor,
+    prepare_job_models,
+)
+from qtool.faults.campaign.sizing import BudgetSizing, sized_trials
 from qtool.faults.campaign.stats import (
     CI_METHOD,
     BudgetStats,
@@ -21,34 +30,50 @@ from qtool.faults.campaign.stats import (
     budget_stats,
     chance_accuracy,
 )
-from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel, prepare_model
+from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel
 from qtool.faults.incremental import DEFAULT_CACHE_MB, EvaluationMode
 from qtool.faults.storage.selection import Selection
 from qtool.report import progress
+from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
+
+DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
+MAX_TRIALS_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
 class CampaignPlan(Selection):
-    """Budgets (bits per trial), trials per budget, seed and where trials run, on top of the
-    selection of eligible bits."""
+    """Budgets (bits per trial), trials per budget, seed, where trials run and on which
+    execution providers (each model runs every trial on each, with the same flips), on top
+    of the selection of eligible bits."""
 
     budgets: tuple[int, ...] = (1,)
-    trials: int = 10
+    trials: int | str = 10  # or "auto": sized per budget by margin and confidence
     seed: int = 0
     split: str | None = None
     workers: int = 1
     opt_level: str = DEFAULT_OPT_LEVEL
+    providers: tuple[str, ...] = ("cpu",)  # every model runs its trials on each
+    precision: str = DEFAULT_PRECISION
+    margin: float | None = None  # trials="auto": half-width of the mean accuracy (fraction)
+    confidence: float = 0.95
+    max_trials: int = DEFAULT_MAX_TRIALS  # trials="auto": per budget, whatever the rules say
     incremental: bool = True  # re-run only the layers after a fault (bit-identical)
     cache_mb: float = DEFAULT_CACHE_MB  # per process; beyond it trials run the whole model
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        specs = compared_specs(list(self.providers) or ["cpu"], param="providers")
+        for spec in specs:
+            spec.check_precision(self.precision)
+        object.__setattr__(self, "providers", tuple(s.name for s in specs))
         budgets = tuple(sorted({int(b) for b in self.budgets}))
         if not budgets or budgets[0] < 0:
             raise QtoolError(f"{list(self.budgets)}: give bit counts of 0 or more", param="bits")
         object.__setattr__(self, "budgets", budgets)
-        if self.trials < 1:
-            raise QtoolError(f"{self.trials} trials: give at least 1", param="trials")
+        if self.auto:
+            self._check_auto()
+        elif not isinstance(self.trials, int) or self.trials < 1:
+            raise QtoolError(f"{self.trials} trials: give at least 1, or auto", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
         if self.cache_mb < 0:
@@ -62,10 +87,32 @@ class CampaignPlan(Selection):
             "cache_mb": self.cache_mb,
         }
 
+    @property
+    def auto(self) -> bool:
+        return self.trials == "auto"
+
+    def _check_auto(self) -> None:
+        if self.margin is None or not 0 < self.margin <= 0.5:
+            raise QtoolError(
+                "trials auto needs a margin between 0 and 0.5 (accuracy as a fraction)",
+                param="margin",
+            )
+        if not 0.5 <= self.confidence < 1:
+            raise QtoolError(
+                f"{self.confidence}: give a confidence between 0.5 and 1", param="confidence"
+            )
+        if not 1 <= self.max_trials <= MAX_TRIALS_LIMIT:
+            raise QtoolError(
+                f"{self.max_trials}: give 1 to {MAX_TRIALS_LIMIT} trials per budget",
+                param="max_trials",
+            )
+
 
 @dataclass
 class ModelInfo:
     path: str
+    provider: str  # the execution provider every trial of this entry ran on
+    precision: str
     sha256: str
     clean_accuracy: float
     eligible_bits: int
@@ -85,13 +132,16 @@ class CampaignResult:
     positions: str
     fault: str
     layers: str | None
-    trials: int
+    trials: int | str  # "auto": per budget in `stats` and `sizing`
     budgets: list[int]
-    workers: int
+    workers: int  # where trials ran: processes or Dask worker threads
+    cluster: str | None  # the Dask cluster (local:N or an address); None without one
     opt_level: str
-    seconds: float
-    trials_per_second: float
+    providers: list[str]
+    campaign_seconds: float
+    trials_per_s: float
     ci_method: str = CI_METHOD
+    sizing: dict | None = None  # trials="auto": rules, margin, confidence, per-budget records
     models: list[ModelInfo] = field(default_factory=list)
     stats: list[BudgetStats] = field(default_factory=list)
     trial_results: list[TrialResult] = field(default_factory=list)
@@ -114,7 +164,7 @@ def run_campaign(
             f"data set {data_spec} has no labels; campaigns score accuracy", param="data_spec"
         )
     job = CampaignJob(tuple(str(p) for p in models), data_spec, plan)
-    prepared = [prepare_model(p, data, plan, **plan.prepare_options()) for p in job.paths]
+    prepared = prepare_job_models(job, data)
     for p in prepared:
         if plan.budgets[-1] > p.space.total:
             raise QtoolError(
@@ -122,29 +172,89 @@ def run_campaign(
                 f"{p.path}; lower the budget or widen the selection",
                 param="bits",
             )
-    tasks = [
-        TrialTask(m, b, t) for m in range(len(prepared)) for b in plan.budgets
-        for t in range(plan.trials)
-    ]  # fmt: skip
+    own = executor is None
     execute = executor or default_executor(plan.workers)
-    results: list[TrialResult] = []
     start = time.perf_counter()
-    with progress() as bar:
-        task_id = bar.add_task("flip trials", total=len(tasks), status="")
-        bar.update(task_id, visible=show_progress)
-        for r in execute(job, prepared, data.y, tasks):
-            results.append(r)
-            bar.update(task_id, advance=1, status=f"{Path(job.paths[r.model]).name} {r.bits} bits")
+    try:
+        results, sizing = _run_trials(job, prepared, data.y, plan, execute, show_progress)
+    finally:
+        if own:
+            close_executor(execute)
     seconds = time.perf_counter() - start
     results.sort(key=lambda r: (r.model, r.bits, r.trial))
-    return _result(data, plan, prepared, results, seconds)
+    result = _result(data, plan, prepared, results, seconds)
+    result.workers = getattr(execute, "workers", plan.workers)
+    result.cluster = getattr(execute, "cluster", None)
+    if sizing is not None:
+        result.sizing = _sizing_record(plan, sizing)
+    return result
+
+
+def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_progress: bool):
+    """Every trial through the executor, feeding the progress bar as each one completes."""
+    results: list[TrialResult] = []
+    with progress() as bar:
+        task_id = bar.add_task("flip trials", total=0, status="")
+        bar.update(task_id, visible=show_progress)
+
+        def run(tasks: list[TrialTask]) -> list[TrialResult]:
+            bar.update(task_id, total=len(results) + len(tasks))
+            out = []
+            for r in execute(job, prepared, y, tasks):
+                out.append(r)
+                results.append(r)
+                model = prepared[r.model]
+                status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
+                bar.update(task_id, advance=1, status=status)
+            return out
+
+        if not plan.auto:
+            tasks = [
+                TrialTask(m, b, t) for m in range(len(prepared)) for b in plan.budgets
+                for t in range(int(plan.trials))
+            ]  # fmt: skip
+            return run(tasks), None
+        assert plan.margin is not None
+        return sized_trials(
+            [(_entry(p), p.space.total) for p in prepared],
+            plan.budgets,
+            margin=plan.margin,
+            confidence=plan.confidence,
+            max_trials=plan.max_trials,
+            seed=plan.seed,
+            run=lambda batch: run(
+                [TrialTask(m, b, t) for m, b, lo, hi in batch for t in range(lo, hi)]
+            ),
+        )
+
+
+def _entry(p: PreparedModel) -> str:
+    """A model entry's name in the sizing records: its path, and the provider when not CPU."""
+    return p.path if p.provider == "cpu" else f"{p.path} on {p.provider}"
+
+
+def _sizing_record(plan: CampaignPlan, sizing: list[BudgetSizing]) -> dict:
+    return {
+        "rules": "leveugle: n = N / (1 + e^2 (N-1) / (t^2 p (1-p))), p = 0.5 (Leveugle et al., "
+        "DATE 2009); bootstrap: half-width of the percentile bootstrap interval of the mean "
+        "accuracy <= margin; limit: max_trials",
+        "margin": plan.margin,
+        "confidence": plan.confidence,
+        "max_trials": plan.max_trials,
+        "budgets": sizing,
+    }
 
 
 def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, seconds: float):
     chance = chance_accuracy(data.y)
     stats = [
         budget_stats(
-            p.path, b, [r for r in results if r.model == m and r.bits == b], chance, plan.seed
+            p.path,
+            b,
+            [r for r in results if r.model == m and r.bits == b],
+            chance,
+            plan.seed,
+            provider=p.provider,
         )
         for m, p in enumerate(prepared)
         for b in plan.budgets
@@ -152,6 +262,8 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
     infos = [
         ModelInfo(
             path=p.path,
+            provider=p.provider,
+            precision=p.precision,
             sha256=p.sha256,
             clean_accuracy=float((p.clean.pred == data.y).mean()),
             eligible_bits=p.space.total,
@@ -174,9 +286,11 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
         trials=plan.trials,
         budgets=list(plan.budgets),
         workers=plan.workers,
+        cluster=None,
         opt_level=plan.opt_level,
-        seconds=seconds,
-        trials_per_second=len(results) / seconds if seconds > 0 else 0.0,
+        providers=list(plan.providers),
+        campaign_seconds=seconds,
+        trials_per_s=len(results) / seconds if seconds > 0 else 0.0,
         models=infos,
         stats=stats,
         trial_results=results,

@@ -41,6 +41,7 @@ class BudgetStats:
     nonfinite_trials: int  # trials with any NaN/Inf output
     sdc_rate: float  # mean over trials
     errors: int  # trials whose flipped model ONNX Runtime refused
+    provider: str = "cpu"  # the execution provider the trials ran on
 
 
 def chance_accuracy(labels: np.ndarray) -> float:
@@ -49,21 +50,34 @@ def chance_accuracy(labels: np.ndarray) -> float:
     return float(counts.max() / counts.sum())
 
 
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator) -> tuple[float, float]:
-    """Percentile bootstrap 95 % interval of the mean (the mean itself for one value)."""
+def bootstrap_ci(
+    values: np.ndarray, rng: np.random.Generator, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (the mean itself for one value)."""
     if len(values) < 2:
         return float(values.mean()), float(values.mean())
     resampled = values[rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))]
-    low, high = np.percentile(resampled.mean(axis=1), [2.5, 97.5])
+    tail = round(50.0 * (1.0 - confidence), 9)  # 2.5 exactly for 95 %
+    low, high = np.percentile(resampled.mean(axis=1), [tail, 100.0 - tail])
     return float(low), float(high)
 
 
+def bootstrap_rng(seed: int, bits: int) -> np.random.Generator:
+    """The bootstrap's generator for one budget (the same for the interval and for sizing)."""
+    return np.random.default_rng([seed, 0xB0075, bits])
+
+
 def budget_stats(
-    name: str, bits: int, results: list[TrialResult], chance: float, seed: int
+    name: str,
+    bits: int,
+    results: list[TrialResult],
+    chance: float,
+    seed: int,
+    provider: str = "cpu",
 ) -> BudgetStats:
     """Statistics of one model at one budget; the bootstrap is seeded by (seed, bits)."""
     acc = np.array([r.accuracy for r in results], dtype=np.float64)
-    low, high = bootstrap_ci(acc, np.random.default_rng([seed, 0xB0075, bits]))
+    low, high = bootstrap_ci(acc, bootstrap_rng(seed, bits))
     return BudgetStats(
         model=name,
         bits=bits,
@@ -79,6 +93,7 @@ def budget_stats(
         nonfinite_trials=sum(r.nonfinite_rows > 0 for r in results),
         sdc_rate=float(np.mean([r.sdc_rate for r in results])),
         errors=sum(r.error is not None for r in results),
+        provider=provider,
     )
 
 

@@ -4,7 +4,8 @@ Each model is held as one bytearray. A trial draws its bits, applies the fault m
 builds an ONNX Runtime session from the bytes, scores the (once-prepared) test inputs, and
 restores the bytes, so the model is never re-serialised and never re-read. Every trial's
 bits come from its own seed (seed, model sha256, budget, trial), so results do not depend on
-the number of worker processes or on the order in which trials run.
+the number of worker processes or on the order in which trials run, and the same model on two
+execution providers gets the same flips in the same trials (a paired comparison of kernels).
 
 With incremental evaluation (the default; `qtool.faults.incremental`) the same bits are
 applied to the segment models that read them and only the layers from there on run, on
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import external_data_helper
 
 from qtool.data.datasets import Dataset
 from qtool.errors import QtoolError
@@ -42,6 +44,7 @@ from qtool.faults.storage.targets import Target, prepare_bytes, select_targets
 from qtool.modelfile.buffers import ModelFiles, read_model_files
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.runtimes import make_session
+from qtool.runtimes.providers import DEFAULT_PRECISION
 
 # Trials run the model as a server would: ONNX Runtime's default (all optimisations), so a
 # flipped int8 weight goes through the same fused QLinearConv kernels as in deployment. It is
@@ -51,11 +54,20 @@ DEFAULT_OPT_LEVEL = "all"
 
 
 def inline_bytes(files: ModelFiles) -> bytearray:
-    """The model with external data pulled inside (done once; campaigns need one buffer)."""
+    """The model with external data pulled inside (done once; campaigns need one buffer), from
+    the bytes in memory: the ones hashed, and all a worker without the files has."""
     if not files.external:
         return bytearray(files.main)
     model = onnx.ModelProto.FromString(bytes(files.main))
-    onnx.external_data_helper.load_external_data_for_model(model, str(files.path.parent))
+    for tensor in external_data_helper._get_all_tensors(model):
+        if external_data_helper.uses_external_data(tensor):
+            info = external_data_helper.ExternalDataInfo(tensor)
+            data = files.external[info.location]
+            start = info.offset or 0
+            end = start + info.length if info.length else len(data)
+            tensor.raw_data = bytes(data[start:end])
+            del tensor.external_data[:]
+            tensor.data_location = onnx.TensorProto.DEFAULT
     return bytearray(model.SerializeToString())
 
 
@@ -97,6 +109,8 @@ class PreparedModel:
     opt_level: str
     threads: int
     evaluation: EvaluationMode
+    provider: str = "cpu"
+    precision: str = DEFAULT_PRECISION
     incremental: Incremental | None = None
     cache: ActivationCache | None = None
 
@@ -107,9 +121,11 @@ class PreparedModel:
     def session(self, data: bytes | bytearray | None = None):
         return make_session(
             bytes(self.buf if data is None else data),
+            [self.provider],
             threads=self.threads,
             opt_level=self.opt_level,
             spinning=False,
+            precision=self.precision,
         )
 
 
@@ -119,14 +135,18 @@ def prepare_model(
     selection: Selection,
     opt_level: str = DEFAULT_OPT_LEVEL,
     threads: int = 1,
+    provider: str = "cpu",
+    precision: str = DEFAULT_PRECISION,
     *,
+    files: ModelFiles | None = None,
     incremental: bool = False,
     cache_mb: float = DEFAULT_CACHE_MB,
 ) -> PreparedModel:
-    """Read, inline, select and convert once; score the clean model on the data; with
-    `incremental`, cut it into verified segments and cache their inputs (at most `cache_mb`
-    MB, else the whole model runs in every trial)."""
-    files = read_model_files(path)
+    """Read (or take the bytes already read from `path`), inline, select and convert once;
+    score the clean model on the data, on the execution provider every trial of this model
+    will run on; with `incremental`, cut it into verified segments and cache their inputs (at
+    most `cache_mb` MB, else the whole model runs in every trial)."""
+    files = files if files is not None else read_model_files(path)
     sha = files.sha256()[""]
     inline = ModelFiles(Path(path), inline_bytes(files))
     targets = select_targets(inline.main, selection)
@@ -135,7 +155,14 @@ def prepare_model(
         raise QtoolError(f"{path}: no eligible bits for {selection.describe()}", param="targets")
     space = bit_space(targets, inline.buffers(), selection.fault_model)
     meta = qtool_metadata(onnx.ModelProto.FromString(bytes(inline.main)))
-    session = make_session(bytes(inline.main), threads=threads, opt_level=opt_level, spinning=False)
+    session = make_session(
+        bytes(inline.main),
+        [provider],
+        threads=threads,
+        opt_level=opt_level,
+        spinning=False,
+        precision=precision,
+    )
     io = model_io(session, meta)
     x = io.prepare(data.x)
     raw = run_scores(session, io, x, batch=eval_batch(x))
@@ -145,8 +172,9 @@ def prepare_model(
         None,
     )
     if incremental:
-        inc, mode, cache = _incremental(inline.main, io, targets, x, raw, session, threads,
-                                        opt_level, cache_mb)  # fmt: skip
+        new_session = session_factory(threads, opt_level, provider, precision)
+        inc, mode, cache = _incremental(inline.main, io, targets, x, raw, session, new_session,
+                                        cache_mb)  # fmt: skip
     return PreparedModel(
         path=str(path),
         sha256=sha,
@@ -160,16 +188,17 @@ def prepare_model(
         converted=converted,
         opt_level=opt_level,
         threads=threads,
+        provider=provider,
+        precision=precision,
         evaluation=mode,
         incremental=inc,
         cache=cache,
     )
 
 
-def _incremental(buf, io, targets, x, raw, session, threads, opt_level, cache_mb):
+def _incremental(buf, io, targets, x, raw, session, new_session, cache_mb):
     """(segments, how trials are evaluated, cache), or no segments and why not."""
     rows = sum(len(feed) for _, feed in batches(io, x, eval_batch(x)))
-    new_session = session_factory(threads, opt_level)
     inc, mode = build_incremental(
         buf, io, targets, x, session, new_session, rows=rows, limit_mb=cache_mb
     )

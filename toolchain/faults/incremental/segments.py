@@ -23,6 +23,7 @@ from qtool.faults.incremental.plan import CutPlan, GraphInfo, Segment, make_plan
 from qtool.faults.storage.models import BitSite, StorageFault
 from qtool.modelfile.locate import locate_initializers
 from qtool.runtimes import make_session
+from qtool.runtimes.providers import DEFAULT_PRECISION
 
 # onnxruntime's type strings -> onnx data types (value infos of the cut tensors)
 _ORT_TYPES = {
@@ -174,10 +175,23 @@ class SegmentedModel:
         return set(touched)
 
 
-def session_factory(threads: int | None, opt_level: str) -> Callable[[bytes], Any]:
-    """Sessions built as the whole model's: same threads, optimisation level, no spinning."""
+def session_factory(
+    threads: int | None,
+    opt_level: str,
+    provider: str = "cpu",
+    precision: str = DEFAULT_PRECISION,
+) -> Callable[[bytes], Any]:
+    """Sessions built as the whole model's: same execution provider, precision, threads and
+    optimisation level, no spinning."""
 
     def build(data: bytes):
-        return make_session(data, threads=threads, opt_level=opt_level, spinning=False)
+        return make_session(
+            data,
+            [provider],
+            threads=threads,
+            opt_level=opt_level,
+            spinning=False,
+            precision=precision,
+        )
 
     return build

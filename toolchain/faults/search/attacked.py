@@ -19,7 +19,7 @@ from qtool.faults.search.scoring import FLIP, OPT_LEVEL, Scoring
 from qtool.faults.search.values import NUMPY_TYPES, SEARCH_TYPES
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import prepare_bytes, select_targets
-from qtool.modelfile.buffers import read_model_files
+from qtool.modelfile.buffers import ModelFiles, read_model_files
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import graph_roles
 from qtool.runtimes import make_session
@@ -29,7 +29,12 @@ ATTACK_SPLIT = "train"
 WEIGHTS = Selection()  # every weight tensor, every bit: the attacker may choose any of them
 
 
-def split_data(data: str, attack_samples: int, seed: int) -> tuple[Dataset, Dataset]:
+Loader = Callable[[str, str], Dataset]  # (spec, split) -> samples; load_dataset by default
+
+
+def split_data(
+    data: str, attack_samples: int, seed: int, load: Loader = load_dataset
+) -> tuple[Dataset, Dataset]:
     """Attack batch (train split, seeded) and evaluation set (the spec's split, default test).
 
     Samples byte-identical to an evaluation sample are dropped from the attack pool, so the
@@ -43,12 +48,12 @@ def split_data(data: str, attack_samples: int, seed: int) -> tuple[Dataset, Data
             "split (drop ':train' or use ':test' / ':val')",
             param="data_spec",
         )
-    evaluation = load_dataset(data, eval_split)
+    evaluation = load(data, eval_split)
     if evaluation.y is None:
         raise QtoolError(
             f"data set {data} ({eval_split}) has no labels to measure accuracy", param="data_spec"
         )
-    pool = load_dataset(data, ATTACK_SPLIT)
+    pool = load(data, ATTACK_SPLIT)
     seen = {row.tobytes() for row in evaluation.x}
     keep = np.array([row.tobytes() not in seen for row in pool.x], dtype=bool)
     if not keep.all():
@@ -70,12 +75,19 @@ class SearchModel:
         data: str,
         attack_samples: int,
         seed: int,
+        provider: str = "cpu",
+        precision: str = "fp32",
         *,
+        files: ModelFiles | None = None,
+        load: Loader | None = None,
         incremental: bool = True,
         cache_mb: float = DEFAULT_CACHE_MB,
     ):
+        """`files` (the bytes read from `path`, flipped in place) and `load` stand in for the
+        file system on a worker that was sent them (`search/distributed.py`)."""
         self.path = path
-        self.files = read_model_files(path)
+        self.provider, self.precision = provider, precision
+        self.files = files if files is not None else read_model_files(path)
         if self.files.external:
             raise QtoolError(
                 f"{path} keeps weights in external-data files; the bit search needs them inside "
@@ -93,15 +105,18 @@ class SearchModel:
         self.flippable_sha = self.files.sha256()[""]
         _, self.readers = graph_roles(self.files.main)
         self.proto = onnx.ModelProto.FromString(bytes(self.files.main))
-        session = make_session(bytes(self.files.main), threads=1, opt_level=OPT_LEVEL)
+        session = make_session(
+            bytes(self.files.main), [provider], threads=1, opt_level=OPT_LEVEL,
+            spinning=False, precision=precision,
+        )  # fmt: skip
         self.io: ModelIO = model_io(session, qtool_metadata(self.proto))
         self.kind = score_kind(self.proto, self.io.output_name)
-        self.attack, self.evaluation = split_data(data, attack_samples, seed)
+        self.attack, self.evaluation = split_data(data, attack_samples, seed, load or load_dataset)
         self.xa = self.io.prepare(self.attack.x)
         self.xe = self.io.prepare(self.evaluation.x)
         self.scoring = Scoring(
             self.files.main, self.io, self.targets, self.xa, self.xe,
-            incremental=incremental, cache_mb=cache_mb,
+            incremental=incremental, cache_mb=cache_mb, provider=provider, precision=precision,
         )  # fmt: skip
         self.labels = scores_of(self.scoring.attack).pred  # the model's own answers
         self.broken = False  # ONNX Runtime refused the flipped bytes

@@ -22,7 +22,7 @@ import numpy as np
 from qtool.errors import QtoolError
 from qtool.faults.campaign.stats import chance_accuracy
 from qtool.faults.incremental import DEFAULT_CACHE_MB
-from qtool.faults.search.attacked import ATTACK_SPLIT, SearchModel
+from qtool.faults.search.attacked import ATTACK_SPLIT, Loader, SearchModel
 from qtool.faults.search.gradient import GradientSearcher
 from qtool.faults.search.oracle import oracle_step
 from qtool.faults.search.results import (
@@ -33,6 +33,7 @@ from qtool.faults.search.results import (
     search_manifest,
 )
 from qtool.faults.storage.manifest import flip_entry
+from qtool.modelfile.buffers import ModelFiles
 from qtool.report import info, progress
 from qtool.stopping import Deadline, OutOfTime, deferred, signal_name, stop_on_signals
 
@@ -54,6 +55,10 @@ def progressive_search(
     select: str = "loss",
     objective: str = "auto",
     show_progress: bool = False,
+    provider: str = "cpu",
+    precision: str = "fp32",
+    files: ModelFiles | None = None,
+    load: Loader | None = None,
     incremental: bool = True,
     cache_mb: float = DEFAULT_CACHE_MB,
     deadline: Deadline | None = None,
@@ -65,6 +70,9 @@ def progressive_search(
     accuracy is at or below it. `method`: auto (gradient, falling back to the oracle when the
     graph cannot be replicated or torch is missing), gradient, or oracle. The flipped model is
     in `result.files` (write it with `write_search`); the model file is never modified.
+    Every ONNX Runtime evaluation (loss oracle, attack labels, test accuracy) runs on
+    `provider` at `precision`; the gradients come from the torch replica either way.
+    `files` and `load` are the model's bytes and a data loader sent to a worker.
 
     `incremental` (default) scores candidates from the flipped layer on (bit-identical; at
     most `cache_mb` MB of activations, else whole-model sessions). `checkpoint` is called
@@ -75,7 +83,10 @@ def progressive_search(
     start = time.perf_counter()
     _check_arguments(method, bits, attack_samples, until_accuracy)
     path = Path(model)
-    m = SearchModel(path, data, attack_samples, seed, incremental=incremental, cache_mb=cache_mb)
+    m = SearchModel(
+        path, data, attack_samples, seed, provider, precision, files=files, load=load,
+        incremental=incremental, cache_mb=cache_mb,
+    )  # fmt: skip
     if bits > m.total_bits:
         raise QtoolError(
             f"{bits} is more than the {m.total_bits} weight bits of {path}", param="bits"
@@ -268,8 +279,10 @@ class _Run:
             final_accuracy=self.accuracies[-1],
             accuracies=list(self.accuracies),
             steps=steps,
-            seconds=time.perf_counter() - start,
+            search_seconds=time.perf_counter() - start,
             evaluation=m.scoring.mode,
+            provider=m.provider,
+            precision=m.precision,
             partial=stopped is not None,
             stopped=stopped,
             files=m.files,

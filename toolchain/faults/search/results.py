@@ -59,8 +59,10 @@ class SearchResult:
     final_accuracy: float
     accuracies: list[float]  # test accuracy after 0, 1, 2, ... flips
     steps: list[SearchStep]
-    seconds: float
+    search_seconds: float
     evaluation: EvaluationMode  # incremental or whole-model scoring, and why
+    provider: str = "cpu"  # the execution provider the ONNX Runtime evaluations ran on
+    precision: str = "fp32"
     partial: bool = False  # stopped before `bits` flips or the target (see `stopped`)
     stopped: str | None = None  # why the search ended early (time budget, signal, running)
     manifest: dict = field(repr=False, default_factory=dict)

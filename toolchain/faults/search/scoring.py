@@ -56,10 +56,12 @@ class Scoring:
         incremental: bool = True,
         cache_mb: float = DEFAULT_CACHE_MB,
         workers: int | None = None,
+        provider: str = "cpu",
+        precision: str = "fp32",
     ):
         self.buf, self.io, self.xa, self.xe = buf, io, xa, xe
         self.workers = workers or available_cores()
-        self.new_session = session_factory(1, OPT_LEVEL)
+        self.new_session = session_factory(1, OPT_LEVEL, provider, precision)
         session = self.new_session(bytes(buf))
         self.attack = run_scores(session, io, xa, batch=len(xa))
         self.test = run_scores(session, io, xe, batch=eval_batch(xe))
