@@ -92,6 +92,7 @@ class _LineTask:
     visible: bool = True
     started: float = 0.0
     printed: float | None = None  # when its last line was printed
+    printed_completed: float | None = None  # and what it said
     finished: bool = False
 
 
@@ -107,8 +108,12 @@ class LineProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        for task in self.tasks.values():  # the last state of an unfinished task (stopped)
-            if task.visible and not task.finished and task.printed is not None:
+        for task in self.tasks.values():  # the last state of a stopped task, if not yet shown
+            if (
+                task.visible
+                and task.printed is not None
+                and task.completed != task.printed_completed
+            ):
                 self._print(task, time.monotonic())
 
     def add_task(self, description: str, total: float | None = None, **fields) -> int:
@@ -150,7 +155,7 @@ class LineProgress:
             task.finished = done
 
     def _print(self, task: _LineTask, now: float) -> None:
-        task.printed = now
+        task.printed, task.printed_completed = now, task.completed
         elapsed = now - task.started
         count = f"{task.completed:g}"
         left = ""
