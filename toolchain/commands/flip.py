@@ -22,7 +22,6 @@ from qtool.commands.options import (
     split_list,
 )
 from qtool.data.datasets import SPLITS
-from qtool.errors import QtoolError
 from qtool.faults.campaign.run import DEFAULT_MAX_TRIALS
 from qtool.faults.incremental import DEFAULT_CACHE_MB
 from qtool.faults.storage.models import FAULT_MODELS
@@ -276,8 +275,8 @@ class FlipArgs:
     type=click.FloatRange(min=0, min_open=True),
     default=None,
     metavar="SECONDS",
-    help="--search: stop after this long with the flips found so far (manifest marked "
-    "partial); the manifest is rewritten after every chosen flip anyway.",
+    help="Campaigns and --search: stop after this long, keeping the trials done or the flips "
+    "found so far (outputs marked partial; exit 0).",
 )
 @click.option(
     "--full-eval",
@@ -321,12 +320,10 @@ def command(**options: Any) -> None:
       qtool flip resnet.int8.onnx --search progressive --bits 50 --data npz:scans.npz \\
           --time-budget 600 --out attacked.onnx --manifest flips.json
 
-    Ctrl-C or SIGTERM during --search writes the flips found so far (marked partial) and
-    exits 130; --apply accepts such a manifest.
+    Ctrl-C or SIGTERM during a campaign or --search writes the trials done or the flips found
+    so far (marked partial) and exits 130; --apply accepts a partial search manifest.
     """
     args = FlipArgs(**options)
-    if args.time_budget is not None and args.search is None:
-        raise QtoolError("--time-budget belongs to --search (the bit search stops in time)")
     check_outputs(
         args.force,
         [*args.models, args.apply_path, args.undo_path],

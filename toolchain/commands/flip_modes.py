@@ -142,16 +142,32 @@ def campaign(args: FlipArgs) -> None:
         cache_mb=args.cache_mb,
         **args.selection,
     )
+    try:
+        result = _run_campaign(args, plan)
+    except KeyboardInterrupt as exc:  # write what the trials done say, then exit 130
+        partial = getattr(exc, "campaign_result", None)
+        if partial is not None:
+            _campaign_outputs(args, partial)
+        raise
+    _campaign_outputs(args, result)
+
+
+def _run_campaign(args: FlipArgs, plan: CampaignPlan):
     spec = cluster_spec(args.cluster)
     if spec is None:
-        result = run_campaign(list(args.models), args.data_spec, plan)
-    else:
-        if args.workers != 1:
-            raise QtoolError("give --workers (processes here) or --cluster, not both")
-        from qtool.faults.campaign.distributed import dask_executor
+        return run_campaign(list(args.models), args.data_spec, plan, time_budget=args.time_budget)
+    if args.workers != 1:
+        raise QtoolError("give --workers (processes here) or --cluster, not both")
+    from qtool.faults.campaign.distributed import dask_executor
 
-        with dask_executor(spec, args.cluster_timeout) as execute:
-            result = run_campaign(list(args.models), args.data_spec, plan, executor=execute)
+    with dask_executor(spec, args.cluster_timeout) as execute:
+        return run_campaign(
+            list(args.models), args.data_spec, plan, executor=execute, time_budget=args.time_budget
+        )
+
+
+def _campaign_outputs(args: FlipArgs, result) -> None:
+    """Tables, JSON, CSV and plot of a campaign (partial ones say so)."""
     for model in result.models:
         info(evaluation_line(model.path, model.evaluation))
     show(campaign_table(result))
@@ -167,6 +183,8 @@ def campaign(args: FlipArgs) -> None:
         atomic_write(args.csv_path, stats_csv(result.stats))
     if args.plot_path:
         campaign_plot(result, args.plot_path)
+    if result.partial:
+        info(f"{result.stopped}; the outputs hold the trials done (marked partial)")
 
 
 def search(args: FlipArgs) -> None:
