@@ -57,15 +57,21 @@ class GradientSearcher:
             )
 
     def _chunk_rows(self) -> int:
-        """Attack samples per chunk: GRAD_MEMORY_MB over the replica's bytes per sample."""
-        with self.torch.no_grad():
-            env = self.replica.run_env({self.model.io.input_name: self.x[:1]})
+        """Attack samples per chunk: GRAD_MEMORY_MB over the replica's bytes per sample (the
+        growth of its tensors from one sample to two: weights and their dequantised copies
+        do not grow with the batch)."""
         made = {o for node in self.replica.graph.node for o in node.output}
-        per_row = sum(
-            v.numel() * v.element_size()
-            for name, v in env.items()
-            if name in made and isinstance(v, self.torch.Tensor)
-        )
+
+        def nbytes(rows: int) -> int:
+            with self.torch.no_grad():
+                env = self.replica.run_env({self.model.io.input_name: self.x[:rows]})
+            return sum(
+                v.numel() * v.element_size()
+                for name, v in env.items()
+                if name in made and isinstance(v, self.torch.Tensor)
+            )
+
+        per_row = nbytes(2) - nbytes(1) if len(self.x) > 1 else nbytes(1)
         rows = GRAD_MEMORY_MB * 2**20 // max(1, per_row * AUTOGRAD_FACTOR)
         return int(min(len(self.x), max(1, rows)))
 
@@ -122,21 +128,35 @@ class GradientSearcher:
             if leaf.grad is None:
                 continue
             g = np.nan_to_num(leaf.grad.detach().reshape(-1).double().numpy())
-            values = self.model.words(i)
-            nbits = SEARCH_TYPES[t.loc.data_type]
-            new = flipped_values(t.loc.data_type, values, np.arange(nbits))
-            with np.errstate(over="ignore", invalid="ignore"):
-                delta = new - values.astype(np.float64)[:, None]
-                gain = g[:, None] * delta
-            gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
-            for j, w, b in self.model.flipped:
-                if j == i:
-                    gain[w, b] = -np.inf
-            flat = gain.reshape(-1)
-            k = min(self.per_layer, flat.size)
-            top = np.argpartition(-flat, k - 1)[:k]
-            for idx in top[np.argsort(-flat[top])]:
-                if flat[idx] > 0:
-                    w, b = divmod(int(idx), nbits)
-                    out.append((float(flat[idx]), i, w, b, float(new[w, b])))
+            flipped = [(w, b) for j, w, b in self.model.flipped if j == i]
+            for gain, w, b, new in self._layer_top(i, g, flipped):
+                out.append((gain, i, w, b, new))
         return base, out
+
+    def _layer_top(self, i: int, g: np.ndarray, flipped: list[tuple[int, int]]):
+        """The `per_layer` flips of target i with the largest positive first-order gain, as
+        (gain, word, bit, new value), best first (ties: lowest word, then bit). One bit
+        position at a time, so memory is a few copies of the tensor, not one per bit."""
+        t = self.model.targets[i]
+        values = self.model.words(i)
+        old = values.astype(np.float64)
+        nbits = SEARCH_TYPES[t.loc.data_type]
+        k = min(self.per_layer, values.size * nbits)
+        best: list[tuple[float, int, float]] = []  # (gain, flat index w * nbits + b, new)
+        for b in range(nbits):
+            new = flipped_values(t.loc.data_type, values, [b])[:, 0]
+            with np.errstate(over="ignore", invalid="ignore"):
+                gain = g * (new - old)
+            gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
+            for w, fb in flipped:
+                if fb == b:
+                    gain[w] = -np.inf
+            if k == 1:
+                top = [int(np.argmax(gain))]  # the first of equal gains
+            elif k < gain.size:
+                top = np.argpartition(-gain, k - 1)[:k]
+            else:
+                top = np.arange(gain.size)
+            best += [(float(gain[w]), int(w) * nbits + b, float(new[w])) for w in top]
+        best.sort(key=lambda c: (-c[0], c[1]))
+        return [(gain, *divmod(idx, nbits), new) for gain, idx, new in best[:k] if gain > 0]
