@@ -7,7 +7,7 @@ each stage in its own process: export, quantize, bench, flip (campaign, whole mo
 and incremental), flip --search, package. It prints, measured in this one run:
 
 - campaign trials/s, whole model vs incremental, on the INT8 model (and that the trial
-  results are identical),
+  results are identical), for the campaign and for each budget alone,
 - Bit-Flip Attack seconds per chosen flip and the search's peak memory at --attack-samples,
 - per stage: wall time and peak resident memory of its process,
 - the CPU model and its flags.
@@ -117,6 +117,28 @@ def campaign(int8: Path, data: str, trials: int, stages: dict, workdir: Path) ->
     }
 
 
+def per_budget(int8: Path, data: str, trials: int) -> dict[int, dict[str, float]]:
+    """Trials/s of each budget alone, whole model vs incremental, in this process: how much
+    is saved depends on how early the earliest hit layer is (more bits: earlier)."""
+    from dataclasses import replace
+
+    from qtool.faults.campaign import CampaignPlan, run_campaign
+
+    out = {}
+    for bits in (1, 5, 20):
+        plan = CampaignPlan(budgets=(bits,), trials=trials, seed=1)
+        full = run_campaign([int8], data, replace(plan, incremental=False), show_progress=False)
+        inc = run_campaign([int8], data, plan, show_progress=False)
+        assert full.trial_results == inc.trial_results, bits
+        out[bits] = {"full": full.trials_per_s, "incremental": inc.trials_per_s}
+        print(
+            f"  {bits:>2} bits: whole model {full.trials_per_s:.2f} trials/s, incremental "
+            f"{inc.trials_per_s:.2f} trials/s -> {inc.trials_per_s / full.trials_per_s:.1f}x",
+            flush=True,
+        )
+    return out
+
+
 def bit_search(int8: Path, data: str, flips: int, samples: int, stages: dict, workdir: Path):
     report = workdir / "search.json"
     run_stage(
@@ -171,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--json", str(work / "bench.json"), "--force"], stages, work)  # fmt: skip
     camp = campaign(int8, data, args.trials, stages, work)
     search = bit_search(int8, data, args.flips, args.attack_samples, stages, work)
+    print("campaign trials/s per budget (in this process, identical results checked):")
+    budgets = per_budget(int8, data, max(3, args.trials // 2))
     run_stage("package", ["package", str(int8), "--out", str(work / "bundle"), "--ecc",
                           "--force"], stages, work)  # fmt: skip
     print(
@@ -189,7 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"cpu": cpu_line(), "stages": stages, "campaign": camp, "search": search}, indent=2
+                {
+                    "cpu": cpu_line(),
+                    "stages": stages,
+                    "campaign": camp,
+                    "per_budget": budgets,
+                    "search": search,
+                },
+                indent=2,
             )  # fmt: skip
         )
     return 0

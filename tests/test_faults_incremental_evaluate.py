@@ -110,3 +110,24 @@ def test_committed_faults_update_the_cache(int8_models):
     more_sites = [model.targets[h.target].site(h.word, h.bit) for h in more]
     incremental, whole = faulted_scores(model, more_sites)  # trials on top of the commits
     assert incremental.tobytes() == whole.tobytes()
+
+
+def test_a_small_cache_limit_drops_the_earliest_cuts_and_stays_identical(int8_models):
+    """Under a limit the latest cuts are kept (they serve most bits); trials that hit a
+    tensor before the first kept cut run from the model's start, still bit-identical."""
+    data = load_dataset("digits")
+    whole = prepare_model(int8_models["resnet.int8"], data, Selection(), incremental=True)
+    limit = whole.evaluation.cache_mb / 3
+    model = prepare_model(
+        int8_models["resnet.int8"], data, Selection(), incremental=True, cache_mb=limit
+    )
+    mode = model.evaluation
+    assert mode.mode == "incremental" and mode.cuts_over_limit > 0
+    assert 0 < mode.cache_mb <= limit and mode.segments < whole.evaluation.segments
+    for trial in range(6):
+        hits = model.fault.draw(
+            model.space, 2, trial_rng(1, model.key, 2, trial), {None: model.buf}
+        )
+        sites = [model.targets[h.target].site(h.word, h.bit) for h in hits]
+        incremental, full = faulted_scores(model, sites)
+        assert incremental.tobytes() == full.tobytes()
