@@ -130,3 +130,11 @@ def test_campaign_time_budget_ends_partial(mlp, tmp_path):
     counts = [s["trials"] for s in saved["stats"]]
     assert len(counts) == 2 and max(counts) - min(counts) <= 1
     assert "marked partial" in r.stderr
+
+
+def test_time_budget_is_refused_where_nothing_is_long(mlp, tmp_path):
+    r = CliRunner().invoke(
+        main,
+        ["flip", str(mlp), "--bits", "1", "--out", str(tmp_path / "o.onnx"), "--time-budget", "5"],
+    )
+    assert r.exit_code == 2 and "--time-budget" in r.output and "one injection" in r.output

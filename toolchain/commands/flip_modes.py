@@ -244,6 +244,11 @@ def _no_cluster(args: FlipArgs) -> None:
             "--cluster, --trials auto and --margin belong to campaigns (several --bits, "
             "models or --trials) and --search seeds"
         )
+    if args.time_budget is not None:
+        raise QtoolError(
+            "a time budget stops campaigns and --search; one injection or replay is quick",
+            param="time_budget",
+        )
 
 
 def _check_search(args: FlipArgs) -> None:
