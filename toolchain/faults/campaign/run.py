@@ -257,6 +257,7 @@ def _run_trials(job, prepared, y, plan, execute, show_progress, results, deadlin
                 [TrialTask(m, b, t) for m, b, lo, hi in batch for t in range(lo, hi)]
             ),
         )
+        return sizing
 
 
 def _entry(p: PreparedModel) -> str:

@@ -32,6 +32,9 @@ from qtool.faults.storage.targets import Target
 from qtool.stopping import Deadline
 
 OPT_LEVEL = "all"  # as a server runs the model, and as campaigns evaluate it
+# attack samples per ONNX Runtime run: bounds the activations of a candidate's evaluation
+# whatever --attack-samples is (the default 128 runs as one batch)
+ATTACK_BATCH = 128
 FLIP = FAULT_MODELS.get("flip")
 
 
@@ -63,7 +66,8 @@ class Scoring:
         self.workers = workers or available_cores()
         self.new_session = session_factory(1, OPT_LEVEL, provider, precision)
         session = self.new_session(bytes(buf))
-        self.attack = run_scores(session, io, xa, batch=len(xa))
+        self.attack_batch = max(1, min(len(xa), ATTACK_BATCH))
+        self.attack = run_scores(session, io, xa, batch=self.attack_batch)
         self.test = run_scores(session, io, xe, batch=eval_batch(xe))
         self.inc, self.caches = None, []
         self.mode = EvaluationMode("full", "whole-model evaluation asked for", limit_mb=cache_mb)
@@ -72,7 +76,8 @@ class Scoring:
         self._locks: dict[int, threading.Lock] = {}
 
     def _segments(self, targets: list[Target], session, cache_mb: float) -> None:
-        rows = len(self.xa) + sum(len(f) for _, f in batches(self.io, self.xe, eval_batch(self.xe)))
+        rows = sum(len(f) for _, f in batches(self.io, self.xa, self.attack_batch))
+        rows += sum(len(f) for _, f in batches(self.io, self.xe, eval_batch(self.xe)))
         inc, self.mode = build_incremental(
             self.buf, self.io, targets, self.xa, session, self.new_session,
             rows=rows, limit_mb=cache_mb,
@@ -80,7 +85,7 @@ class Scoring:
         if inc is None:
             return
         try:
-            caches = [inc.cache(self.xa, len(self.xa), self.attack)]
+            caches = [inc.cache(self.xa, self.attack_batch, self.attack)]
             caches.append(inc.cache(self.xe, eval_batch(self.xe), self.test))
         except NotIdentical as exc:
             self.mode.mode, self.mode.reason = "full", f"{exc} on the data"
@@ -114,7 +119,8 @@ class Scoring:
             if self.inc is None:
                 data = bytearray(self.buf)
                 FLIP.apply({None: data}, [site])
-                return run_scores(self.new_session(bytes(data)), self.io, self.xa, len(self.xa))
+                session = self.new_session(bytes(data))
+                return run_scores(session, self.io, self.xa, self.attack_batch)
             sessions = {j: self.new_session(data) for j, data in self._patched(site).items()}
             return self.inc.scores(self.caches[0], sessions)
         except QtoolError:  # ONNX Runtime cannot load the flipped model: it is broken
@@ -148,6 +154,6 @@ class Scoring:
             session = self.new_session(bytes(self.buf))
         except QtoolError:
             return False
-        self.attack = run_scores(session, self.io, self.xa, batch=len(self.xa))
+        self.attack = run_scores(session, self.io, self.xa, batch=self.attack_batch)
         self.test = run_scores(session, self.io, self.xe, batch=eval_batch(self.xe))
         return True
