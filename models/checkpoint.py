@@ -114,13 +114,27 @@ def build_from_checkpoint(checkpoint: dict, source: str | Path = "checkpoint"):
     config = checkpoint["config"]
     try:
         spec = get_spec(config["model"])
-        module = spec.build(config["input_shape"], len(config["class_names"]))
+        arch = _architecture(spec, config, source)
+        module = spec.build(config["input_shape"], len(config["class_names"]), arch)
     except KeyError as exc:
         raise QtoolError(
             f"{source}: checkpoint config lacks {exc}; retrain with qtool train"
         ) from exc
     _load_into(module, checkpoint["state_dict"], source)
     return module.eval()
+
+
+def _architecture(spec, config: dict, source) -> dict:
+    """The checkpoint's size/width/depth; checkpoints from before sizes existed hold the
+    default (small) network."""
+    recorded = config.get("architecture", {})
+    try:
+        return spec.architecture(**recorded)
+    except (QtoolError, TypeError) as exc:
+        raise QtoolError(
+            f"{source}: the checkpoint's architecture {recorded!r} is not one qtool builds "
+            f"({exc}); retrain with qtool train"
+        ) from None
 
 
 def _load_into(module, state_dict: dict, source) -> tuple[list, list]:

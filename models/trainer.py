@@ -20,6 +20,7 @@ from qtool.models.registry import ModelSpec, input_shape_for
 
 MIN_STD = 1e-6
 TRAIN_THREADS = 1
+EVAL_BATCH = 256  # samples per forward pass when validating and predicting
 
 
 @dataclass
@@ -28,6 +29,7 @@ class EpochStats:
     loss: float
     val_accuracy: float
     val_loss: float
+    seconds: float = 0.0  # wall time of the epoch (training and validation)
 
 
 @dataclass
@@ -136,10 +138,12 @@ def _train_epoch(run: _Run, xt, yt, torch) -> float:
 
 
 def _validate(run: _Run, xv, yv, torch) -> tuple[float, float]:
-    """(accuracy, loss) on the normalised validation set."""
+    """(accuracy, loss) on the normalised validation set, in chunks of EVAL_BATCH samples
+    (activations of a 64 px model on a whole validation split would take gigabytes)."""
     run.module.eval()
     with torch.no_grad():
-        val_logits = run.module(xv)
+        chunks = [run.module(xv[i : i + EVAL_BATCH]) for i in range(0, len(xv), EVAL_BATCH)]
+        val_logits = torch.cat(chunks)
         val_loss = float(run.loss_fn(val_logits, yv))
         val_acc = float((val_logits.argmax(1) == yv).float().mean())
     return val_acc, val_loss
@@ -158,12 +162,18 @@ def train(
     seed: int = 0,
     epochs: int | None = None,
     lr: float | None = None,
+    architecture: dict | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
 ) -> TrainResult:
-    """Train `spec` on the arrays and return the best-on-validation module and its config."""
+    """Train `spec` on the arrays and return the best-on-validation module and its config.
+
+    `architecture` is `spec.architecture(size, width, depth)` (None: the default size); it is
+    recorded in the config so that a checkpoint rebuilds the same network.
+    """
     import torch
 
     start = time.perf_counter()
+    arch = dict(architecture or spec.architecture())
     epochs = spec.epochs if epochs is None else int(epochs)
     lr = spec.lr if lr is None else float(lr)
     input_shape = input_shape_for(spec, tuple(x_train.shape[1:]), kind)
@@ -173,7 +183,7 @@ def train(
     with _deterministic(torch):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        module = spec.build(input_shape, len(class_names))
+        module = spec.build(input_shape, len(class_names), arch)
         xt, yt = torch.from_numpy(xtr), torch.from_numpy(np.asarray(y_train, dtype=np.int64))
         xv = _normalize(torch.from_numpy(xva), norm, torch)
         yv = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
@@ -188,6 +198,7 @@ def train(
         best, best_epoch, history = _fit(run, xt, yt, xv, yv, epochs, on_epoch, torch)
     config = {
         "model": spec.name,
+        "architecture": arch,
         "dataset": dataset,
         "input_shape": list(input_shape),
         "normalization": norm,
@@ -212,9 +223,10 @@ def _fit(run: _Run, xt, yt, xv, yv, epochs: int, on_epoch, torch):
     best: tuple[float, float] | None = None
     best_state, best_epoch, history = None, 0, []
     for epoch in range(1, epochs + 1):
+        began = time.perf_counter()
         loss = _train_epoch(run, xt, yt, torch)
         val_acc, val_loss = _validate(run, xv, yv, torch)
-        stats = EpochStats(epoch, loss, val_acc, val_loss)
+        stats = EpochStats(epoch, loss, val_acc, val_loss, time.perf_counter() - began)
         history.append(stats)
         if best is None or (val_acc, -val_loss) > best:
             best = (val_acc, -val_loss)
@@ -228,7 +240,7 @@ def _fit(run: _Run, xt, yt, xv, yv, epochs: int, on_epoch, torch):
     return best, best_epoch, history
 
 
-def predict(module, x: np.ndarray, config: dict, batch: int = 256) -> np.ndarray:
+def predict(module, x: np.ndarray, config: dict, batch: int = EVAL_BATCH) -> np.ndarray:
     """Torch class scores for raw samples (flattened/normalised per the checkpoint config)."""
     import torch
 

@@ -16,6 +16,12 @@ from qtool.errors import QtoolError
 from qtool.runtimes.plugins import first_line
 from qtool.runtimes.providers import DEFAULT_PRECISION, ProviderSpec, session_specs
 
+# ONNX Runtime logs to stderr by itself (a failing kernel, a bad initializer, even at severity
+# ERROR); qtool reports every such failure as its own one-line error, so ORT's logging is off
+# below FATAL for the process (its default logger) and for each session, set here only.
+ORT_LOG_SEVERITY = 4
+ort.set_default_logger_severity(ORT_LOG_SEVERITY)
+
 OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -49,7 +55,7 @@ def session_options(
         )
     options = ort.SessionOptions()
     options.graph_optimization_level = OPT_LEVELS[opt_level]
-    options.log_severity_level = 3
+    options.log_severity_level = ORT_LOG_SEVERITY
     if threads:
         options.intra_op_num_threads = int(threads)
     if inter_threads:

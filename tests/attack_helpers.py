@@ -18,13 +18,13 @@ FAST_SURROGATE = SurrogateSpec(steps=60)
 BIG_EPS = 64 / 255  # 8x8 digits have 17 grey levels: 8/255 moves none of them far
 
 
-@functools.lru_cache(maxsize=2)
-def surrogate(k: int | None = 10, seed: int = 0):
+@functools.lru_cache(maxsize=4)
+def surrogate(k: int | None = 10, seed: int = 0, task: str = "supervised"):
     from qtool.attacks.knowledge import attacker_samples
     from qtool.attacks.surrogate import train_surrogate
 
     train = load_dataset("digits", "train")
-    return train_surrogate(FAST_SURROGATE, attacker_samples(train, k, seed), seed)
+    return train_surrogate(FAST_SURROGATE, attacker_samples(train, k, seed), seed, task)
 
 
 @functools.lru_cache(maxsize=1)
@@ -39,7 +39,7 @@ def quick_settings(models: list[Path], **kw) -> AttackSettings:
         data="digits",
         samples_per_class=(10,),
         eps=(BIG_EPS,),
-        methods=("etf",),
+        methods=("etf-i",),
         surrogate=FAST_SURROGATE,
         seeds=2,
         max_samples=100,

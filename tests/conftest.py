@@ -52,3 +52,13 @@ def dask_scheduler(tmp_path_factory) -> str:
 
     with scheduler_and_workers(tmp_path_factory.mktemp("dask")) as address:
         yield address
+
+
+@pytest.fixture(scope="session")
+def int8_models(tmp_path_factory) -> dict[str, Path]:
+    """Small INT8 QDQ models shaped like the demo's: "cnn" (digits) and "mlp" (breast-cancer),
+    with qtool metadata; about a second to make (tests/hostile_models.py)."""
+    from hostile_models import int8_cnn, int8_mlp
+
+    folder = tmp_path_factory.mktemp("int8_models")
+    return {"cnn": int8_cnn(folder), "mlp": int8_mlp(folder)}

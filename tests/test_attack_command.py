@@ -41,7 +41,7 @@ def test_attack_writes_report_plot_and_examples_that_eval_and_predict_read(zoo_m
     assert result.exit_code == 0, result.output
     assert "vs noise" in result.output and " pp" in result.output
     payload = json.loads(report.read_text())
-    etf = next(r for r in payload["results"] if r["method"] == "etf")
+    etf = next(r for r in payload["results"] if r["method"] == "etf-i")  # etf: alias
     assert etf["success_rate"] > etf["noise_success_rate"] and etf["beats_floor"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -10,10 +10,17 @@ from qtool.errors import MissingExtra, QtoolError
 
 
 def test_registry_lists_every_method_with_its_kind():
-    assert METHODS.names() == ["etf", "feature", "pgd-transfer", "square", "noise"]
+    assert METHODS.names() == ["etf-i", "etf-c", "feature", "pgd-transfer", "square", "noise"]
     assert {m.kind for m in METHODS} == {"transfer", "query", "floor"}
-    assert METHODS.get("pgd").name == "pgd-transfer"
-    with pytest.raises(QtoolError, match="use one of etf, feature"):
+    assert METHODS.get("pgd").name == "pgd-transfer" and METHODS.get("etf").name == "etf-i"
+    tasks = {m.name: m.surrogate_task for m in METHODS if m.kind == "transfer"}
+    assert tasks == {
+        "etf-i": "instance",
+        "etf-c": "contrastive",
+        "feature": "supervised",
+        "pgd-transfer": "supervised",
+    }
+    with pytest.raises(QtoolError, match="use one of etf-i, etf-c, feature"):
         METHODS.get("fgsm", param="methods")
 
 

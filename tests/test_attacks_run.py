@@ -17,7 +17,7 @@ def test_units_cover_every_setting_once(tmp_path):
         [tmp_path / "a.onnx", tmp_path / "b.onnx"],
         samples_per_class=(1, None),
         eps=(0.1, 0.2),
-        methods=("etf", "feature"),
+        methods=("etf-i", "feature"),
         seeds=2,
     )
     all_units = units(s)
@@ -34,7 +34,7 @@ def test_derive_seed_is_stable_and_separates_parts():
 
 def test_a_unit_gives_the_same_result_cold_or_cached(zoo_models):
     s = quick_settings([zoo_models["cnn"]], max_samples=40, seeds=1)
-    unit = next(u for u in units(s) if u.method == "etf")
+    unit = next(u for u in units(s) if u.method == "etf-i")
     first, x_first = run_unit(s, unit)
     run._transfer.cache_clear()
     run._surrogate.cache_clear()

@@ -34,5 +34,5 @@ def test_limits_and_bad_values_name_the_parameter(change, param):
 def test_defaults_pass_and_the_floor_is_always_added():
     s = AttackSettings(models=M, data="digits", methods=("pgd", "etf"))
     check_settings(s)
-    assert s.all_methods() == ["pgd-transfer", "etf", "noise"]
+    assert s.all_methods() == ["pgd-transfer", "etf-i", "noise"]  # etf: the authors' ETF-I
     assert s.seed_list == [0, 1, 2]

@@ -27,8 +27,7 @@ def test_same_seed_same_weights_and_features_stop_at_the_layer():
     x = torch.from_numpy(load_dataset("digits", "test").x[:4])
     f = s.features(x)
     assert f.shape == (4, 32, 8, 8)  # stage1 output, not the logits
-    shifted = s.features(x, shift=torch.ones_like(s.feature_input(x)))
-    assert not torch.allclose(f, shifted)
+    assert torch.all(f >= 0)  # after the block's ReLU: ETF's cosines are >= 0
 
 
 def test_user_factory_and_feature_layer(tmp_path):

@@ -49,6 +49,7 @@ def test_every_registered_source_parses_and_loads(tmp_path):
         "npz": f"npz:{_npz(tmp_path)}",
         "folder": f"folder:{_folder(tmp_path)}",
         "dicom": f"dicom:{_dicom(tmp_path)}",
+        "synthetic": "synthetic:lesion:28",
     }
     assert sorted(SOURCES.names()) == sorted(specs), "a new source needs a case here"
     for name, spec in specs.items():
@@ -126,8 +127,8 @@ def test_a_new_source_is_one_registry_entry(monkeypatch):
 
 def test_spec_help_names_the_splits_and_sources_in_order():
     assert spec_help() == (
-        "use digits, breast-cancer, npz:PATH, folder:PATH or dicom:FOLDER, optionally ending in "
-        ":train, :val or :test"
+        "use digits, breast-cancer, npz:PATH, folder:PATH, dicom:FOLDER or synthetic:KIND[:SIZE], "
+        "optionally ending in :train, :val or :test"
     )
     assert SPLITS == ("train", "val", "test")
     usage = [line.split()[0] for line in sources.sources_help().splitlines()[2:]]

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 from builders import digits_linear_weights, linear_image_model, save
 
-from qtool.deploy import archive
+from qtool import limits
 from qtool.deploy.archive import extract_archive, is_archive, opened_bundle, write_archive
 from qtool.deploy.bundle import package
 from qtool.errors import QtoolError
@@ -114,13 +114,12 @@ def test_unsafe_zip_member_is_refused_before_extraction(folder, tmp_path, name, 
     assert list(dest.iterdir()) == []
 
 
-def test_archive_over_the_size_limit_is_refused_before_extraction(folder, tmp_path, monkeypatch):
+def test_archive_over_the_size_limit_is_refused_before_extraction(folder, tmp_path):
     out = tmp_path / "b.zip"
     write_archive(folder, out, "zip")
-    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 1000)  # the limit, not the code under test
     dest = tmp_path / "dest"
     dest.mkdir()
-    with pytest.raises(QtoolError, match="unpacks to over"):
+    with limits.using(bundle_bytes=1000), pytest.raises(QtoolError, match="bundle-bytes limit"):
         extract_archive(out, dest)
     assert list(dest.iterdir()) == []
 

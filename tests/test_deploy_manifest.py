@@ -3,6 +3,7 @@ of a version this qtool knows, and names nothing outside its folder; CRC32 block
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zlib
@@ -31,12 +32,21 @@ def bundle(tmp_path):
         "format": FORMAT,
         "format_version": 1,
         "model": {"file": "m.onnx", "data_files": ["sub/w.bin"]},
-        "files": {"m.onnx": {}, "sub/w.bin": {}},
-        "initializers": [{"name": "w", "file": "sub/w.bin"}],
+        "files": {"m.onnx": entry(b"model"), "sub/w.bin": entry(b"weights")},
+        "initializers": [tensor("w", "sub/w.bin")],
         "ecc": None,
     }
     write(folder, manifest)
     return folder
+
+
+def entry(data: bytes) -> dict:
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def tensor(name: str, file: str) -> dict:
+    return {"name": name, "file": file, "sha256": "0" * 64, "offset": 0, "length": 7,
+            "itemsize": 1, "crc32": [0]}  # fmt: skip
 
 
 def write(folder, manifest) -> None:
@@ -65,11 +75,11 @@ def test_read_manifest_accepts_a_good_one(bundle):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda m: m["files"].update({"../up.bin": {}}), "climbs out"),
+        (lambda m: m["files"].update({"../up.bin": entry(b"")}), "climbs out"),
         (lambda m: m["model"].update(file="/etc/passwd"), "climbs out"),
         (lambda m: m["model"]["data_files"].append("../w.bin"), "climbs out"),
-        (lambda m: m["initializers"].append({"name": "x", "file": "../x"}), "climbs out"),
-        (lambda m: m.update(ecc={"file": "/tmp/p.ecc"}), "climbs out"),
+        (lambda m: m["initializers"].append(tensor("x", "../x")), "climbs out"),
+        (lambda m: m.update(ecc={"file": "/tmp/p.ecc", "nsym": 16, "covers": []}), "climbs out"),
         (lambda m: m.update(format="something-else"), "not a qtool bundle manifest"),
         (lambda m: m.update(format_version=99), "upgrade qtool"),
     ],
@@ -88,7 +98,7 @@ def test_read_manifest_refuses_what_is_not_a_bundle(bundle, tmp_path):
     with pytest.raises(QtoolError, match="has no manifest.json"):
         read_manifest(tmp_path)
     (bundle / "manifest.json").write_text("{not json")
-    with pytest.raises(QtoolError, match="not valid JSON"):
+    with pytest.raises(QtoolError, match="not JSON"):
         read_manifest(bundle)
 
 

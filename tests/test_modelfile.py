@@ -103,8 +103,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 def test_output_rules(tmp_path):
     existing = tmp_path / "a.onnx"
     existing.write_bytes(b"x")
-    with pytest.raises(QtoolError, match="already exists"):
+    with pytest.raises(QtoolError, match="already exists") as refused:
         check_output_path(existing)
+    assert str(refused.value).endswith("or pass `force`")  # Python callers see the name
+    assert refused.value.render({"force": "--force"}.get).endswith("or pass --force")
     with pytest.raises(QtoolError, match="is the input"):
         check_output_path(existing, force=True, inputs=(existing,))
     with pytest.raises(QtoolError, match="does not exist"):

@@ -37,11 +37,11 @@ def test_write_copies_unchanged_and_writes_changed(ext, tmp_path):
     before = files.sha256()
     files.external["weights.bin"][10] ^= 0xFF
     assert changed_files(before, files) == {"weights.bin"}
-    out = write_model_files(files, tmp_path / "m.onnx", changed={"weights.bin"})
+    out = write_model_files(files, tmp_path / "m.onnx")
     assert (tmp_path / "weights.bin").read_bytes() == files.external["weights.bin"]
     assert onnx.load(str(out)).graph.initializer  # loads with its external data
     clean = read_model_files(ext)
-    write_model_files(clean, tmp_path / "m.onnx", force=True, changed=set())
+    write_model_files(clean, tmp_path / "m.onnx", force=True)
     assert (tmp_path / "weights.bin").read_bytes() == (ext.parent / "weights.bin").read_bytes()
 
 

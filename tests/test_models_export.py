@@ -143,8 +143,12 @@ def test_metadata_records_what_later_stages_need(zoo_models, zoo_checkpoints, na
     assert meta["exporter"] == "dynamo"
     assert meta["opset"] == next(o.version for o in model.opset_import if o.domain == "")
     assert meta["seed"] == 0
-    # no exporter debris: node-level stack traces would double the file size
-    assert not any(len(n.metadata_props) for n in model.graph.node)
+    assert "architecture" not in meta  # the default size: bytes as before sizes existed
+    # no exporter debris (node-level stack traces would double the file size); only the
+    # fixed-role mark on the attention gather Convs
+    props = [(p.key, p.value) for n in model.graph.node for p in n.metadata_props]
+    assert set(props) <= {("qtool.role", "fixed")}
+    assert len(props) == (8 if name == "sasa" else 0)  # key and value gathers of 4 layers
     assert {o.domain for o in model.opset_import} <= {"", "ai.onnx"}
 
 

@@ -135,3 +135,89 @@ def test_8bit_data_movement_touching_no_kernel_is_isolated():
     executed = ExecutedGraph(helper.make_model(graph), types)
     kinds = {"reshape": MOVEMENT, "conv": KERNEL, "reshape2": MOVEMENT}
     assert _isolated_movement(executed, kinds) == ["reshape"]  # reshape2 follows a kernel
+
+
+def _product_reduced() -> onnx.ModelProto:
+    """Mul(conv1, convk) -> ReduceSum over channels -> conv2: a dot product written out, as
+    SASA's attention products are."""
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    wk = numpy_helper.from_array(np.random.default_rng(2).normal(0, 0.5, (4, 1, 3, 3)), "wk")
+    wk = numpy_helper.from_array(numpy_helper.to_array(wk).astype(np.float32), "wk")
+    middle = [
+        helper.make_node("Conv", ["x", "wk"], ["k"], name="convk", pads=[1] * 4),
+        helper.make_node("Mul", ["a", "k"], ["m"], name="product"),
+        helper.make_node("ReduceSum", ["m", "axes"], ["r"], name="reduce", keepdims=1),
+    ]
+    return _model(middle, [axes, wk], "r", 1)
+
+
+def test_an_elementwise_kernel_between_float_ops_is_kept_out(tmp_path):
+    """Its inputs come from float ops (here the two Convs kept in float, as SASA's fixed
+    gathers are) and its result goes back to float: quantise, multiply, dequantise."""
+    quantize = _setup(tmp_path, _product_reduced())
+    floats = ["conv1", "convk"]
+    first_path = tmp_path / "first.onnx"
+    quantize(floats, first_path)
+    graph = executed_graph(first_path)
+    kinds = classify(onnx.load(str(first_path)), graph, set(OP_TYPES), set(floats))
+    assert kinds["product"] == KERNEL  # ORT fuses it into QLinearMul...
+    assert {n.name: n.op_type for n in graph.nodes}["product"] == "QLinearMul"
+    path, placement = place(quantize, floats, OP_TYPES, tmp_path)
+    assert placement.excluded == ["product"]  # ...between conversions from and to float
+    chosen = placement.rounds[-1]
+    assert chosen.accepted and chosen.conversions < placement.rounds[0].conversions
+    assert {n.name: n.op_type for n in executed_graph(path).nodes}["product"] == "Mul"
+
+
+def test_an_elementwise_kernel_fed_by_integer_kernels_stays_when_leaving_it_costs_more(
+    tmp_path,
+):
+    """Fed by two QLinearConvs, excluding the Mul would add a DequantizeLinear per input:
+    the round is measured and refused."""
+    quantize = _setup(tmp_path, _product_reduced())
+    _, placement = place(quantize, [], OP_TYPES, tmp_path)
+    assert placement.excluded == [] and placement.rounds[-1].excluded == ["product"]
+    assert not placement.rounds[-1].accepted
+
+
+def test_quantize_keeps_the_fixed_gather_convs_in_float(tmp_path):
+    """A one-hot depthwise gather (SASA's neighbourhood, role `fixed`) moves pixels: quantize
+    keeps it in float, found by its values even without the export's mark."""
+    from test_modelfile_roles import one_hot
+
+    from qtool.quantization.quantize import QuantizeOptions, quantize_model
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(one_hot(channels=3), "g"),
+        numpy_helper.from_array(rng.standard_normal((3, 27, 1, 1)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "g"], ["n"], name="gather", pads=[1] * 4, group=3),
+        helper.make_node("Conv", ["n", "w"], ["c"], name="mix"),
+        helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["y"], name="flat"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    src, out, data = tmp_path / "g.onnx", tmp_path / "g.int8.onnx", tmp_path / "d.npz"
+    onnx.save(model, str(src))
+    arrays = {}
+    for split, n in (("train", 48), ("val", 24), ("test", 24)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 6, 6, 3), dtype=np.uint8)
+        arrays[f"{split}_labels"] = rng.integers(0, 3, n)
+    np.savez(data, **arrays)
+    report = quantize_model(src, out, f"npz:{data}", QuantizeOptions(seed=0))
+    quantised = onnx.load(str(out))
+    producers = {o: n.op_type for n in quantised.graph.node for o in n.output}
+    by_name = {n.name: n for n in quantised.graph.node}
+    assert producers.get(by_name["gather"].input[1]) != "DequantizeLinear"  # float weights
+    assert producers.get(by_name["mix"].input[1]) == "DequantizeLinear"  # the arithmetic: int8
+    assert any("1 fixed (one-hot gather) Conv(s) kept in float" in n for n in report.notes)

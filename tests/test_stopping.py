@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from qtool.stopping import Deadline, OutOfTime, Terminated, deferred, signal_name, stop_on_signals
+from qtool.errors import Terminated
+from qtool.stopping import Deadline, OutOfTime, deferred, signal_name, stop_on_signals
 
 
 def test_deadline_without_limit_never_expires():

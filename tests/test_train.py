@@ -45,7 +45,7 @@ def test_registry_lists_models_without_importing_torch():
     code = (
         "import sys, qtool.models, qtool.cli\n"
         "from qtool.models import list_models\n"
-        "assert [m.name for m in list_models()] == ['cnn', 'sasa', 'mlp']\n"
+        "assert [m.name for m in list_models()] == ['cnn', 'sasa', 'resnet18', 'mlp']\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -142,6 +142,10 @@ def test_mlp_trains_on_flattened_images(tmp_path):
         (["train", "cnn", "--data", "breast-cancer"], ["needs image data", "mlp"]),
         (["train", "mlp", "--data", "digits:test"], ["names a split"]),
         (["train", "mlp", "--data", "nosuchset"], ["unknown data set spec"]),
+        (["train", "mlp", "--size", "large"], ["--size", "mlp comes in sizes small"]),
+        (["train", "sasa", "--width", "12"], ["--width", "multiple of 8"]),
+        (["train", "cnn", "--depth", "9"], ["--depth", "use 1 to 8"]),
+        (["train", "cnn", "--size", "huge"], ["huge"]),
     ],
 )
 def test_train_bad_input_exits_2(tmp_path, args, fragments):
@@ -189,3 +193,48 @@ def test_cli_lists_train_export_demo():
     for name in ("train", "export", "demo"):
         assert name in result.output
     assert "Examples" in run("export", "--help").output
+
+
+def test_a_medium_sasa_trains_exports_and_rebuilds_from_its_checkpoint(tmp_path):
+    """Seconds, not minutes: 24 images of 28 px, one epoch, width 8. The export goes through
+    `qtool export`'s parity check (training form in torch vs the gather form in ONNX)."""
+    from qtool.from_torch.export import ExportSettings, export_model
+    from qtool.modelfile.load import load_model
+    from qtool.modelfile.metadata import qtool_metadata
+    from qtool.modelfile.roles import is_fixed
+    from qtool.models.checkpoint import build_from_checkpoint, save_checkpoint
+
+    data = {s: load_dataset("synthetic:lesion:28", s).take(24) for s in ("train", "val")}
+    spec = get_spec("sasa")
+    arch = spec.architecture("medium", width=8)
+    seen = []
+    result = train(
+        spec,
+        data["train"].x,
+        data["train"].y,
+        data["val"].x,
+        data["val"].y,
+        class_names=data["train"].class_names,
+        dataset="synthetic:lesion:28",
+        kind="image",
+        epochs=1,
+        architecture=arch,
+        on_epoch=seen.append,
+    )
+    assert result.config["architecture"] == {"size": "medium", "width": 8, "depth": 1}
+    assert seen[0].seconds > 0
+    ckpt = tmp_path / "sasa.pt"
+    save_checkpoint(result.module.state_dict(), result.config, ckpt)
+    rebuilt = build_from_checkpoint(load_checkpoint(ckpt))
+    x = torch.from_numpy(data["val"].x[:4])
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), result.module.eval()(x))
+    out = tmp_path / "sasa.onnx"
+    report = export_model("sasa", out, weights=ckpt, settings=ExportSettings(samples=32))
+    assert report.parity["passed"] and report.parity["batches"] == [1, 32]
+    model = load_model(out)
+    assert qtool_metadata(model)["architecture"] == arch
+    assert sum(is_fixed(n) for n in model.graph.node) == 16  # key and value, 8 layers
+    torch_params = sum(p.numel() for p in result.module.parameters())
+    # batch-norm statistics count, the 4860 fixed gather weights (17 %) do not
+    assert abs(report.parameters - torch_params) < 0.05 * torch_params

@@ -3,20 +3,30 @@ in `qtool.commands`, so `qtool --help` imports none of them.
 
 Failures raised as QtoolError (bad input, exit 2) or WorkFailed (a check failed, exit 1)
 become one line on stderr; a QtoolError naming a `param` is shown with the flag the user
-typed. Click's own usage errors are one line too. `--debug` shows the traceback instead.
+typed; a limit that was exceeded (`qtool.limits`) says how to raise it. Click's own usage
+errors are one line too. `--debug` shows the traceback instead.
+
+Signals: SIGTERM and SIGHUP are turned into an exception (as SIGINT already is), once, here,
+so every `finally` block runs and no temp file or staging folder outlives the process (exit
+128 + the signal number). ONNX Runtime's own log lines are silenced where sessions are made
+(`qtool.runtimes.session`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 
 import click
 
-from qtool import __version__
+from qtool import __version__, limits
 from qtool.commands import COMMANDS
-from qtool.errors import QtoolError, WorkFailed
+from qtool.errors import QtoolError, Terminated, WorkFailed
 from qtool.report import err_console, error_line, set_quiet
 
 # Lazily imported packages of the optional extras -> the extra that installs them. A command
@@ -71,7 +81,8 @@ class QtoolGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            rv = super().main(args, prog_name or "qtool", complete_var, False, **extra)
+            with signals_raise():
+                rv = super().main(args, prog_name or "qtool", complete_var, False, **extra)
         except click.UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "qtool"
             error_line("error", f"{exc.format_message()} (see {where} --help)")
@@ -82,6 +93,8 @@ class QtoolGroup(click.Group):
         except click.Abort:
             err_console.print("aborted")
             sys.exit(130)
+        except KeyboardInterrupt as exc:  # a signal while click parsed or cleaned up
+            sys.exit(128 + getattr(exc, "signum", signal.SIGINT))
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
@@ -90,13 +103,22 @@ class QtoolGroup(click.Group):
         except (QtoolError, WorkFailed) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            message = str(exc)
-            flag = flag_for(self._invoked(ctx), getattr(exc, "param", None))
+            invoked = self._invoked(ctx)
+            message = (
+                exc.render(lambda name: flag_for(invoked, name))
+                if isinstance(exc, QtoolError)
+                else str(exc)
+            )
+            flag = flag_for(invoked, getattr(exc, "param", None))
+            if isinstance(exc, limits.LimitExceeded) and not (flag or "").startswith("--max-"):
+                command = ctx.invoked_subcommand
+                message += f"; to allow it: qtool --limit {exc.limit}=N {command} ..."
             error_line("error", f"{flag}: {message}" if flag else message)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            err_console.print("interrupted" if signum == signal.SIGINT else "terminated")
+            ctx.exit(128 + signum)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except ModuleNotFoundError as exc:
@@ -112,6 +134,10 @@ class QtoolGroup(click.Group):
         except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
+            if RECEIVED or _interrupted(exc):  # e.g. an extension's import cut short by it
+                signum = RECEIVED[-1] if RECEIVED else signal.SIGINT
+                err_console.print("interrupted" if signum == signal.SIGINT else "terminated")
+                ctx.exit(128 + signum)
             error_line(
                 "internal error",
                 f"{type(exc).__name__}: {exc} "
@@ -128,8 +154,18 @@ class QtoolGroup(click.Group):
 @click.version_option(__version__, prog_name="qtool")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or remarks on stderr.")
+@click.option(
+    "--limit",
+    "limit_values",
+    multiple=True,
+    metavar="NAME=VALUE",
+    envvar="QTOOL_LIMITS",
+    help="Raise a resource limit for this call (repeatable; K/M/G suffixes): "
+    + ", ".join(f"{name} ({default})" for name, default, _ in limits.describe())
+    + ". See the README's table.",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
+def main(ctx: click.Context, debug: bool, quiet: bool, limit_values: tuple[str, ...]) -> None:
     """qtool: take a trained model to a verified INT8 ONNX model for CPU servers.
 
     \b
@@ -153,6 +189,48 @@ def main(ctx: click.Context, debug: bool, quiet: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     set_quiet(quiet)
+    try:
+        values = limits.parse_assignments(limit_values)
+    except QtoolError as exc:
+        raise click.BadParameter(str(exc), param_hint="--limit") from None
+    ctx.with_resource(limits.using(**values))
+
+
+RECEIVED: list[int] = []  # termination signals this process received (SIGINT: see below)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt (SIGINT, or our SIGTERM/SIGHUP) caused `exc`."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+@contextlib.contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise Terminated (like SIGINT's KeyboardInterrupt) for this call, so
+    `finally` blocks remove temp files and staging folders; the old handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    RECEIVED.clear()
+
+    def raise_terminated(signum, frame):
+        RECEIVED.append(signum)
+        raise Terminated(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        previous[signum] = signal.signal(signum, raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,8 +58,10 @@ def show(*renderables) -> None:
 
 def error_line(label: str, message: str) -> None:
     """`label: message` on stderr, the label in bold red; the message printed verbatim, so
-    advice like pip install 'qtool[data]' survives."""
-    err_console.print(Text.assemble((f"{label}:", "bold red"), " ", message))
+    advice like pip install 'qtool[data]' survives, but always as one line (a library's
+    multi-line exception text is joined)."""
+    one = " ".join(part.strip() for part in message.splitlines() if part.strip())
+    err_console.print(Text.assemble((f"{label}:", "bold red"), " ", one))
 
 
 def progress() -> Progress | LineProgress:

@@ -1,14 +1,16 @@
 """How long jobs stop and keep their work: Ctrl-C, SIGTERM and time budgets.
 
-A long job (the bit search, training, ...) runs its loop inside `stop_on_signals()`: SIGINT
-raises KeyboardInterrupt as usual and SIGTERM raises `Terminated` (a KeyboardInterrupt), so
-one `except KeyboardInterrupt` stops the loop, and the job returns what it has, marked
-partial. Steps that must not be cut in half (a flip applied and logged, a checkpoint
-written) run inside `deferred()`: a signal arriving there is raised when the step is done.
+A long job (the bit search, a campaign, ...) runs its loop inside `stop_on_signals()`: SIGINT
+raises KeyboardInterrupt as usual and SIGTERM / SIGHUP raise `qtool.errors.Terminated` (a
+KeyboardInterrupt, as the CLI's own handler does), so one `except KeyboardInterrupt` stops
+the loop, and the job returns what it has, marked partial. Steps that must not be cut in
+half (a flip applied and logged, a checkpoint written) run inside `deferred()`: a signal
+arriving there is raised when the step is done.
 A `Deadline` (`--time-budget`) is checked between steps and raises `OutOfTime`.
 
-The CLI exits 130 after an interruption, once the partial outputs are written (the command
-re-raises the KeyboardInterrupt); a time budget that runs out is a normal end (exit 0).
+The CLI exits 130 after Ctrl-C (128 + the signal number after SIGTERM / SIGHUP), once the
+partial outputs are written (the command re-raises the KeyboardInterrupt); a time budget
+that runs out is a normal end (exit 0).
 Signal handlers can only be set in the main thread; elsewhere the block runs unchanged.
 """
 
@@ -21,11 +23,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+from qtool.errors import Terminated
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: stop, keep what was done."""
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class OutOfTime(Exception):
@@ -33,8 +33,10 @@ class OutOfTime(Exception):
 
 
 def signal_name(exc: BaseException) -> str:
-    """SIGINT or SIGTERM, for the partial-output reason."""
-    return "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+    """SIGINT, SIGTERM or SIGHUP, for the partial-output reason."""
+    if isinstance(exc, Terminated):
+        return signal.Signals(exc.signum).name
+    return "SIGINT"
 
 
 @dataclass
@@ -66,9 +68,9 @@ _state = _State()
 
 
 def _raise_for(signum: int) -> None:
-    if signum == signal.SIGTERM:
-        raise Terminated()
-    raise KeyboardInterrupt()
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt()
+    raise Terminated(signum)
 
 
 def _handler(signum: int, frame) -> None:
@@ -80,11 +82,12 @@ def _handler(signum: int, frame) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt / Terminated in this block (main thread)."""
+    """SIGINT raises KeyboardInterrupt, SIGTERM / SIGHUP Terminated in this block (main
+    thread), unless inside `deferred()`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.signal(s, _handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
     finally:

@@ -6,8 +6,10 @@ crafts examples on its shallow layers (feature disruption, ETF) or its logits (P
 and measures them on the deployed models in ONNX Runtime, beside a query attack that sees the
 scores (Square Attack via ART) and the floor of random noise of the same norm.
 
-Layout: `methods` (the registry; one module per method: feature, etf, pgd_transfer, square,
-noise), `budget` (norm balls), `knowledge` (K samples per class), `surrogate` (torch),
-`target` (ONNX Runtime only), `run` (seeded units), `campaign` (a whole run, summaries),
-`stats` (bootstrap), `settings` (typed settings and limits).
+Layout: `methods` (the registry; one module per method: feature, etf (etf-i and etf-c),
+pgd_transfer, square, noise), `budget` (norm balls), `knowledge` (K samples per class),
+`surrogate` (torch), `pretext` (the registry of surrogate training tasks: supervised,
+instance, contrastive), `augment` (random training views, ETF's fixed views), `target` (ONNX
+Runtime only), `run` (seeded units), `campaign` (a whole run, summaries), `stats` (bootstrap),
+`settings` (typed settings and limits).
 """

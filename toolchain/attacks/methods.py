@@ -57,6 +57,7 @@ class AttackMethod:
     kind: str
     needs: tuple[str, ...]
     summary: str
+    surrogate_task: str = "supervised"  # how its surrogate learns (qtool.attacks.pretext.TASKS)
 
     def craft(self, request: CraftRequest) -> Crafted:
         require(self)
@@ -72,14 +73,25 @@ def require(method: AttackMethod) -> None:
 
 
 METHODS: Registry[AttackMethod] = Registry("attack method")
+ALIASES = {"etf-i": ("etf",), "pgd-transfer": ("pgd",)}  # etf: the authors' released variant
 for _entry in [
     AttackMethod(
-        "etf",
+        "etf-i",
         "qtool.attacks.etf",
         "transfer",
         ("torch",),
-        "Error TransFormer: shallow-feature disruption that survives the worst feature-space "
-        "image of the surrogate's approximation error (min-max)",
+        "Error TransFormer (Sun et al. 2022) on a surrogate trained by instance discrimination "
+        "(no labels): shallow features pulled towards another class's image, against the worst "
+        "small input perturbations",
+        surrogate_task="instance",
+    ),
+    AttackMethod(
+        "etf-c",
+        "qtool.attacks.etf",
+        "transfer",
+        ("torch",),
+        "Error TransFormer on a surrogate trained by contrastive learning (SimCLR, no labels)",
+        surrogate_task="contrastive",
     ),
     AttackMethod(
         "feature",
@@ -110,6 +122,6 @@ for _entry in [
         "random perturbation of the same norm: the floor every attack must beat",
     ),
 ]:
-    METHODS.add(_entry.name, _entry, aliases=("pgd",) if _entry.name == "pgd-transfer" else ())
+    METHODS.add(_entry.name, _entry, aliases=ALIASES.get(_entry.name, ()))
 
 FLOOR = "noise"

@@ -144,12 +144,13 @@ def _target(path: str) -> Target:
     return load_target(path, SHIPPED.get(path))
 
 
-@functools.lru_cache(maxsize=4)
-def _surrogate(spec: SurrogateSpec, data: str, k: int | None, seed: int):
+@functools.lru_cache(maxsize=6)
+def _surrogate(spec: SurrogateSpec, data: str, k: int | None, seed: int, task: str):
+    """The surrogate of (K, seed) trained on `task`; every task sees the same samples and seed."""
     from qtool.attacks.surrogate import train_surrogate
 
     knowledge = attacker_samples(_split(data, "train"), k, derive_seed(seed, k, "knowledge"))
-    return train_surrogate(spec, knowledge, derive_seed(seed, k, "surrogate"))
+    return train_surrogate(spec, knowledge, derive_seed(seed, k, "surrogate"), task)
 
 
 @functools.lru_cache(maxsize=8)
@@ -159,7 +160,7 @@ def _transfer(settings: AttackSettings, k: int | None, eps: float, method: str, 
     entry = METHODS.get(method)
     surrogate = None
     if entry.kind == "transfer":
-        surrogate = _surrogate(settings.surrogate, settings.data, k, seed)
+        surrogate = _surrogate(settings.surrogate, settings.data, k, seed, entry.surrogate_task)
     request = CraftRequest(
         x,
         y,

@@ -42,7 +42,7 @@ class AttackSettings:
     samples_per_class: tuple[int | None, ...] = (1, 5, 10, None)
     eps: tuple[float, ...] = (8 / 255,)
     norm: str = "linf"
-    methods: tuple[str, ...] = ("etf", "feature", "pgd-transfer", "square")
+    methods: tuple[str, ...] = ("etf-i", "etf-c", "feature", "pgd-transfer", "square")
     surrogate: SurrogateSpec = field(default_factory=SurrogateSpec)
     target_split: str = "test"
     seeds: int = 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from qtool import limits
 from qtool.errors import QtoolError
 from qtool.runtimes.energy import ENERGY_METHODS, MIN_RAPL_WINDOW_S
 from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS
@@ -72,6 +73,8 @@ class BenchPlan:
         """Refuse values that cannot be measured, naming the field."""
         _positive_ints(self.batches, "batches")
         _positive_ints(self.threads, "threads")
+        limits.check("batch", max(self.batches), "the batch", param="batches")
+        limits.check("threads", max(self.threads), "the thread count", param="threads")
         if not self.providers:
             raise QtoolError("give at least one execution provider", param="providers")
         if self.runs is not None and self.seconds is not None:

@@ -35,7 +35,11 @@ class Opened:
     log_level: int = logging.NOTSET  # the `distributed` logger's level before we opened
 
     def close(self) -> None:
-        """Close the client, then stop the local cluster (never a remote one)."""
+        """Close the client, then stop the local cluster (never a remote one). Our own
+        cluster's teardown is silent: after a Ctrl-C its scheduler may log comms closed under
+        it at CRITICAL, with a traceback, which is no news to the user."""
+        if self.cluster is not None:
+            logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
         try:
             if self.client is not None:
                 self.client.close()

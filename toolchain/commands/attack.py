@@ -87,7 +87,7 @@ def parse_k(text: str) -> list[int | None]:
 @click.option(
     "--method",
     "methods",
-    default="etf,feature,pgd-transfer,square",
+    default="etf-i,etf-c,feature,pgd-transfer,square",
     show_default=True,
     help=f"Attacks, comma-separated: {', '.join(METHODS.names())}. The noise floor always runs.",
 )
@@ -184,16 +184,17 @@ def command(
 
     The attacker has K labelled images per class from the train split and nothing else: no
     weights, no training data, no outputs. A surrogate trained on those images crafts the
-    examples (etf, feature: shallow-layer feature disruption; pgd-transfer: the surrogate's
-    logits); square queries the target's scores (Square Attack via ART). Every model is
-    queried only through ONNX Runtime and never modified. Success = fraction of correctly
-    classified samples whose prediction changes; an attack that does not beat random noise
-    of the same norm is reported as failing.
+    examples (etf-i, etf-c: the Error TransFormer on a surrogate trained without labels;
+    feature: shallow-layer feature disruption; pgd-transfer: the surrogate's logits); square
+    queries the target's scores (Square Attack via ART). Every model is queried only through
+    ONNX Runtime and never modified. Success = fraction of correctly classified samples whose
+    prediction changes; an attack that does not beat random noise of the same norm is
+    reported as failing.
 
     \b
     Examples:
       qtool attack cnn.onnx cnn.int8.onnx --data digits
-      qtool attack cnn.int8.onnx --data digits --eps 8/255,64/255 --method etf --seeds 5
+      qtool attack cnn.int8.onnx --data digits --eps 8/255,64/255 --method etf-i --seeds 5
       qtool attack m.onnx --data npz:x.npz --surrogate my_net.py:build --save-examples adv.npz
       qtool attack cnn.onnx cnn.int8.onnx --data digits --seeds 10 --cluster local:2
     """

@@ -22,8 +22,8 @@ from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
 from qtool.faults.search.results import write_search
 from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
-from qtool.modelfile.buffers import changed_files, read_model_files, write_model_files
-from qtool.outputs import atomic_write, write_json
+from qtool.modelfile.buffers import read_model_files, write_model_files
+from qtool.outputs import atomic_write
 from qtool.report import info, show
 
 if TYPE_CHECKING:
@@ -53,11 +53,9 @@ def injection(args: FlipArgs) -> None:
     result = inject(model, settings)
     manifest = result.manifest
     if args.out is not None:
-        changed = {e["file"] for e in manifest["flips"] if e["file"] is not None}
-        write_model_files(result.files, args.out, args.force, changed)
         manifest["out"] = str(args.out)
-    if args.manifest_path is not None:
-        write_json(args.manifest_path, manifest)
+    pair = None if args.manifest_path is None else (args.manifest_path, manifest)
+    write_model_files(result.files, args.out, args.force, manifest=pair)  # one unit
     show(flips_table(manifest))
     if manifest["converted_to_raw_data"]:
         info(
@@ -99,7 +97,7 @@ def replay_manifest(args: FlipArgs) -> None:
     manifest = load_manifest(manifest_file)
     before = read_model_files(model).sha256()
     files = replay(model, manifest, undo=undo, force=args.force)
-    write_model_files(files, args.out, args.force, changed_files(before, files))
+    write_model_files(files, args.out, args.force)
     out_sha = files.sha256()[""]
     rows = [[str(model), before[""]], [str(args.out), out_sha]]
     show(replay_table("undid" if undo else "applied", len(manifest["flips"]), manifest_file, rows))
@@ -129,7 +127,7 @@ def campaign(args: FlipArgs) -> None:
         raise QtoolError("--margin sizes --trials auto; give --trials auto or drop --margin")
     plan = CampaignPlan(
         budgets=tuple(args.bits),
-        trials=args.trials or 10,
+        trials=10 if args.trials is None else args.trials,
         seed=args.seed,
         split=args.split,
         workers=args.workers,

@@ -28,10 +28,9 @@ from qtool.runtimes.providers import PRECISIONS
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
-    default=DEFAULT_MAX_PIXELS,
-    show_default=True,
+    default=None,
     help="Refuse an input file that decodes to more pixel values (frames x rows x columns x "
-    "channels) than this, before decoding it.",
+    f"channels) than this, before decoding it [default: the pixels limit, {DEFAULT_MAX_PIXELS:,}].",
 )
 @click.option(
     "--provider",
@@ -53,7 +52,7 @@ def command(
     bundle: Path,
     inputs: tuple[Path, ...],
     trust,
-    max_pixels: int,
+    max_pixels: int | None,
     providers: list[str] | None,
     precision: str | None,
     json_path,

@@ -143,9 +143,12 @@ def command(
       qtool serve bundle/ --trust release.key.pub --port 8080 --workers 2 --reverify 10s
       curl --data-binary @scan.dcm http://127.0.0.1:8000/v2/models/cnn/classify
     """
+    from qtool.limits import check as check_limit
     from qtool.serving.app import Limits
     from qtool.serving.server import ServeOptions, serve
 
+    check_limit("threads", workers, "inference threads", param="workers")
+    check_limit("threads", threads or 1, "ONNX Runtime threads per run", param="threads")
     options = ServeOptions(
         bundle=bundle,
         host=host,

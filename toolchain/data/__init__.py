@@ -1,4 +1,5 @@
-"""Data sets by spec string: `digits`, `breast-cancer`, `npz:PATH`, `folder:PATH`, each `[:split]`.
+"""Data sets by spec string: `digits`, `breast-cancer`, `npz:PATH`, `folder:PATH`,
+`synthetic:KIND[:SIZE]`, each `[:split]`.
 
 Every stage that needs samples (eval, quantise calibration, flip campaigns, bench inputs,
 training) goes through `sources.load_dataset`, so one spec string means the same samples
@@ -11,12 +12,13 @@ Modules:
   sklearn_sets.py  `digits`, `breast-cancer` (fixed stratified 70/10/20 split)
   npz.py           `npz:PATH`, the MedMNIST array layout
   folder.py        `folder:PATH`, class sub-folders of images
+  synthetic.py     `synthetic:KIND[:SIZE]`, seeded faint-lesion images (pipeline tests only)
   images.py        the one image decoder (folder data sets and `qtool predict`)
   inputs.py        the files `qtool predict` is given -> one batch
   shaping.py       fit samples to a model's input shape; normalise
   datasets.py      the names most stages import, re-exported
 
-Adding a source (e.g. `dicom:FOLDER`, `synthetic:KIND[:SIZE]`) is one file, one registry
+Adding a source (e.g. `dicom:FOLDER`) is one file, one registry
 entry and its test:
   1. `data/<name>.py` with `load(spec: DataSpec, split: str, explicit: bool) -> Dataset`.
      `spec.argument` is the text after `NAME:` (`spec.path` when it is a path); `split` is

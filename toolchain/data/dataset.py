@@ -11,7 +11,34 @@ from pathlib import Path
 
 import numpy as np
 
+from qtool import limits
+from qtool.errors import QtoolError
+
 SPLITS = ("train", "val", "test")
+
+
+def check_labels(labels: np.ndarray, classes: int | None, where: str) -> np.ndarray:
+    """Labels as int64 class indices, refused unless every one is a whole number from 0 to
+    `classes` - 1 (or, without class names, within the classes limit): a label of -1 would
+    index the last class and 2.7 would become 2, silently."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biuf":
+        raise QtoolError(f"{where}: labels of type {labels.dtype} are not class indices")
+    if labels.size == 0:
+        return labels.astype(np.int64)
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            bad = labels[~np.isfinite(labels) | (labels != np.round(labels))][0]
+            raise QtoolError(f"{where}: label {bad} is not a whole number; labels index classes")
+    low, high = labels.min(), labels.max()
+    if low < 0:
+        raise QtoolError(f"{where}: label {low} is negative; labels count classes from 0")
+    if classes is not None and high >= classes:
+        raise QtoolError(
+            f"{where}: label {high} is out of range for {classes} classes (0..{classes - 1})"
+        )
+    limits.check("classes", int(high) + 1, f"the classes labelled in {where}")
+    return labels.astype(np.int64)
 
 
 @dataclass

@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
 
+from qtool import limits
 from qtool.data.dataset import Dataset, DataSpec
 from qtool.data.folder import split_folder
-from qtool.data.images import DEFAULT_MAX_PIXELS
 from qtool.data.shaping import resize_images
 from qtool.errors import MissingExtra, QtoolError
+from qtool.readable import regular_file
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 LABELS_FILE = "labels.csv"
@@ -81,10 +83,12 @@ def read_dataset(source: Path | bytes, name: str, *, pixels: bool = True):
 
 
 def dicom_frames(
-    source: Path | bytes, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: Path | bytes, name: str | None = None, max_pixels: int | None = None
 ) -> np.ndarray:
-    """One DICOM file -> float32 (frames, channels, rows, columns) in [0, 1] (see the module)."""
+    """One DICOM file -> float32 (frames, channels, rows, columns) in [0, 1] (see the module).
+    `max_pixels` defaults to the pixels limit (`qtool.limits`)."""
     name = name or (str(source) if isinstance(source, Path) else "the upload")
+    max_pixels = limits.current().pixels if max_pixels is None else max_pixels
     ds = read_dataset(source, name)
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise QtoolError(f"{name} holds no image (no pixel data): is it a report or structure?")
@@ -116,13 +120,17 @@ def _check_size(ds, name: str, max_pixels: int) -> None:
     """Refuse before decoding: compressed pixel data can inflate far beyond the file size."""
     dims = [ds.get(k, 1) or 1 for k in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel")]
     try:
-        total = int(np.prod([int(d) for d in dims], dtype=np.int64))
+        sizes = [int(d) for d in dims]
     except (TypeError, ValueError) as exc:
         raise QtoolError(f"{name}: malformed image size attributes ({exc})") from exc
+    if any(d < 1 for d in sizes):
+        raise QtoolError(f"{name}: image size attributes {sizes} must be positive")
+    total = math.prod(sizes)  # Python ints: no int64 wrap-around on hostile sizes
     if total > max_pixels:
-        raise QtoolError(
+        raise limits.LimitExceeded(
             f"{name} decodes to {total:,} pixel values (frames x rows x columns x samples), over "
             f"the limit of {max_pixels:,}; raise the limit or split the series",
+            limit="pixels",
             param="max_pixels",
         )
 
@@ -245,11 +253,13 @@ def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
 
 
 def _dicom_files(folder: Path) -> list[Path]:
-    return [
-        p
-        for p in sorted(folder.rglob("*"))
-        if not p.name.startswith(".") and p.name != LABELS_FILE and p.is_file() and is_dicom_file(p)
-    ]
+    """DICOM files under `folder`; an entry that is neither a folder nor a plain file (a
+    FIFO, a device: reading one blocks) is refused."""
+    entries = [p for p in sorted(folder.rglob("*")) if not p.name.startswith(".")]
+    for p in entries:
+        if not p.is_dir():
+            regular_file(p, "data set entry")
+    return [p for p in entries if p.name != LABELS_FILE and p.is_file() and is_dicom_file(p)]
 
 
 def _labelled_by_csv(base: Path) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -291,8 +301,11 @@ def _labelled_by_csv(base: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 def _stack(files: list[tuple[Path, int]]) -> tuple[np.ndarray, np.ndarray, list]:
     """Decode every file; frames of other sizes or channel counts are fitted to the first's."""
     arrays, labels, origin = [], [], []
+    total = 0
     for path, label in files:
         x = dicom_frames(path)
+        total += x.nbytes
+        limits.check("data_bytes", total, f"the DICOM frames decoded so far (up to {path})")
         if arrays:
             c, h, w = arrays[0].shape[1:]
             if x.shape[1] != c:

@@ -1,7 +1,8 @@
 """`folder:PATH`: one sub-folder per class of image files, optionally under train/val/test.
 
 Class names are the sub-folder names in sorted order; labels are their indices. Without
-train/val/test sub-folders the whole folder is one split, named "all".
+train/val/test sub-folders the whole folder is one split, named "all". An image name that is
+not a plain file (a FIFO, a device) is refused rather than opened: reading one blocks.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from qtool.data.dataset import SPLITS, Dataset, DataSpec
 from qtool.data.images import is_image_file, read_images
 from qtool.errors import QtoolError
+from qtool.readable import regular_file
 
 
 def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
@@ -25,7 +27,7 @@ def load(spec: DataSpec, split: str, explicit: bool) -> Dataset:
         (f, label)
         for label, name in enumerate(classes)
         for f in sorted((base / name).iterdir())
-        if is_image_file(f)
+        if is_image_file(f) and regular_file(f, "data set entry")
     ]
     if not files:
         raise QtoolError(

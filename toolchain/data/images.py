@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from qtool import limits
 from qtool.errors import MissingExtra, QtoolError
+from qtool.readable import regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 GREY_MODES = ("1", "L", "I", "I;16", "F")  # Pillow modes read as one channel
 LUMA = (0.299, 0.587, 0.114)  # RGB -> grey weights, the ones Pillow's "L" conversion uses
-DEFAULT_MAX_PIXELS = 2**27  # decoded values per input file (frames x rows x columns x channels)
+DEFAULT_MAX_PIXELS = limits.Limits().pixels  # decoded values per input file (the pixels limit)
 
 
 def is_image_file(path: Path) -> bool:
@@ -36,12 +38,20 @@ def is_input_file(path: Path) -> bool:
 def to_float_nchw(images: np.ndarray, where: Path | str) -> tuple[np.ndarray, str]:
     """(N,H,W) or (N,H,W,C) images -> float32 NCHW ("image"); (N,F) stays a table ("tabular").
 
-    uint8 is scaled by 1/255, anything else is taken as already in [0, 1]. A 4-D array whose
-    last axis has 1, 3 or 4 entries (and whose second has not) is channels-last.
+    uint8 is scaled by 1/255; float images must already lie in [0, 1] (0-255 floats, other
+    integer types, NaN or Inf are refused rather than guessed at). A 4-D array whose last
+    axis has 1, 3 or 4 entries (and whose second has not) is channels-last.
     """
     arr = np.asarray(images)
+    if arr.dtype.kind not in "biuf":
+        raise QtoolError(f"{where}: samples of type {arr.dtype} are not numbers")
     if arr.ndim == 2:  # (N, F): a table stored in the same layout
-        return arr.astype(np.float32), "tabular"
+        table = arr.astype(np.float32)
+        if not np.isfinite(table).all():
+            raise QtoolError(
+                f"{where}: the table holds NaN or Inf values (or values beyond float32)"
+            )
+        return table, "tabular"
     if arr.ndim == 3:
         arr = arr[:, None, :, :]
     elif arr.ndim == 4:
@@ -49,8 +59,21 @@ def to_float_nchw(images: np.ndarray, where: Path | str) -> tuple[np.ndarray, st
             arr = arr.transpose(0, 3, 1, 2)
     else:
         raise QtoolError(f"{where}: images must be (N,H,W) or (N,H,W,C), got shape {arr.shape}")
-    scale = 255.0 if arr.dtype == np.uint8 else 1.0
-    return np.ascontiguousarray(arr.astype(np.float32) / scale), "image"
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr.astype(np.float32) / 255.0), "image"
+    if arr.dtype.kind != "f":
+        raise QtoolError(
+            f"{where}: images of type {arr.dtype}; store uint8 (0-255) or floats in [0, 1]"
+        )
+    out = np.ascontiguousarray(arr.astype(np.float32))
+    if out.size and not (np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0):
+        low, high = np.nanmin(out), np.nanmax(out)
+        raise QtoolError(
+            f"{where}: float images must lie in [0, 1] (these span {low:g}..{high:g}"
+            f"{', with NaN or Inf' if not np.isfinite(out).all() else ''}); divide 0-255 "
+            "images by 255, or store them as uint8"
+        )
+    return out, "image"
 
 
 def decoded_to_float(images: np.ndarray) -> np.ndarray:
@@ -76,25 +99,31 @@ def decode(
     mode: str | None = None,
     size: tuple[int, int] | None = None,
     advice: str = "",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     name: str | None = None,
 ) -> np.ndarray:
     """One image file (or its bytes) as uint8 (H, W) or (H, W, 3).
 
     `mode` "L" (grey) or "RGB"; None keeps grey images grey and makes the rest RGB.
     `size` (width, height) resizes bilinearly. `advice` ends the unreadable-file message.
-    An image of more than `max_pixels` values is refused before it is decoded.
+    An image of more than `max_pixels` values (default: the pixels limit) is refused before
+    it is decoded; Pillow's own bomb check is left to this one, so the limit is one number.
     """
     image_cls, unidentified = _pillow()
+    image_cls.MAX_IMAGE_PIXELS = None  # the check below replaces Pillow's (it is global)
+    max_pixels = limits.current().pixels if max_pixels is None else max_pixels
     name = name or (str(path) if isinstance(path, Path) else "the upload")
+    if isinstance(path, Path):
+        regular_file(path, "image")
     source = io.BytesIO(path) if isinstance(path, bytes) else path
     try:
         with image_cls.open(source) as img:
             values = img.size[0] * img.size[1] * len(img.getbands())
             if values > max_pixels:
-                raise QtoolError(
+                raise limits.LimitExceeded(
                     f"{name} is {img.size[0]}x{img.size[1]} ({values:,} pixel values), over the "
                     f"limit of {max_pixels:,}; raise the limit or downscale it",
+                    limit="pixels",
                     param="max_pixels",
                 )
             img = img.convert(mode or image_mode(img.mode))
@@ -115,7 +144,7 @@ def read_image(
     channels: int | None = None,
     *,
     name: str | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """An image or DICOM file (path or bytes) as a float (N, C, H, W) batch: RGB when 3
     channels are wanted, else grey. N is 1, or the frame count of a multi-frame DICOM."""
@@ -143,5 +172,7 @@ def read_images(files: list[Path]) -> np.ndarray:
     advice = "; remove or replace it"
     first = decode(files[0], advice=advice)
     mode, size = ("L" if first.ndim == 2 else "RGB"), (first.shape[1], first.shape[0])
+    # every image is resized to the first one's size: the whole set as float32, known now
+    limits.check("data_bytes", len(files) * first.size * 4, f"{len(files)} images like {files[0]}")
     arrays = [first] + [decode(f, mode, size, advice) for f in files[1:]]
     return decoded_to_float(np.stack(arrays))

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.data.images import DEFAULT_MAX_PIXELS, is_input_file, read_image, to_float_nchw
-from qtool.data.npz import open_npz
+from qtool.data.images import is_input_file, read_image, to_float_nchw
+from qtool.data.npz import open_npz, read_array
 from qtool.data.shaping import fit_to_input
 from qtool.errors import QtoolError
+from qtool.readable import regular_file
 
 NPZ_SAMPLE_KEYS = ("images", "x", "test_images", "inputs")
 
 
 def load_inputs(
-    paths: list[Path], input_shape: list, max_pixels: int = DEFAULT_MAX_PIXELS
+    paths: list[Path], input_shape: list, max_pixels: int | None = None
 ) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Images (PNG/JPEG), DICOM files and .npz arrays -> one batch fitted to the model input.
 
@@ -29,8 +30,9 @@ def load_inputs(
     channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
     arrays, origin = [], []
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise QtoolError(f"input {path} does not exist: give image, DICOM or .npz files")
+        regular_file(path, "input")
         if path.suffix.lower() == ".npz":
             x = npz_samples(path)
         elif is_input_file(path):
@@ -53,9 +55,9 @@ def npz_samples(path: Path) -> np.ndarray:
     archive = open_npz(path)
     for key in NPZ_SAMPLE_KEYS:
         if key in archive.files:
-            return to_float_nchw(archive[key], path)[0]
+            return to_float_nchw(read_array(archive, key, path), path)[0]
     if len(archive.files) == 1:
-        return to_float_nchw(archive[archive.files[0]], path)[0]
+        return to_float_nchw(read_array(archive, archive.files[0], path), path)[0]
     raise QtoolError(
         f"{path} holds {', '.join(archive.files)}; name the samples array 'images' or 'x'"
     )

@@ -72,6 +72,13 @@ def normalize(x: np.ndarray, mean: list[float] | None, std: list[float] | None) 
     shape = [1, -1] + [1] * (x.ndim - 2)
     m = np.asarray(mean if mean is not None else 0.0, dtype=np.float32)
     s = np.asarray(std if std is not None else 1.0, dtype=np.float32)
+    for name, values in (("mean", m), ("std", s)):
+        if values.size not in (1, x.shape[1]):
+            raise QtoolError(
+                f"the model's normalisation has {values.size} {name} values but its input has "
+                f"{x.shape[1]} {'channels' if x.ndim == 4 else 'features'}; fix "
+                "qtool.normalization in its metadata"
+            )
     if m.ndim:
         m = m.reshape(shape)
     if s.ndim:

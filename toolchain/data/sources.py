@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qtool.data import dicom, folder, npz, sklearn_sets
+from qtool.data import dicom, folder, npz, sklearn_sets, synthetic
 from qtool.data.dataset import SPLITS, Dataset, DataSpec
 from qtool.errors import QtoolError
 from qtool.registry import Registry
@@ -78,6 +78,18 @@ _add(
         "DICOM files: one sub-folder per class, or labels.csv (file or SOPInstanceUID, class)",
         dicom.load,
         argument="FOLDER",
+    )
+)
+
+
+_add(
+    Source(
+        "synthetic",
+        "seeded faint-lesion images for testing the pipeline (not accuracy claims); KIND "
+        "lesion or lesion-rgb, SIZE 28-224 px (default 64)",
+        synthetic.load,
+        argument="KIND[:SIZE]",
+        check=synthetic.check,
     )
 )
 

@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import onnx
 
 from qtool import __version__
-from qtool.deploy.archive import write_archive
+from qtool.deploy.archive import FORMAT_SUFFIXES, write_archive
 from qtool.deploy.ecc import DEFAULT_NSYM, SCHEME, EccParams, encode_covers
 from qtool.deploy.manifest import (
     BLOCK,
@@ -45,6 +45,7 @@ from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import initializer_roles
 from qtool.modelfile.summary import dtype_name, graph_inputs, value_spec
 from qtool.outputs import check_output_path, replace_dir, staging_dir, to_jsonable
+from qtool.readable import read_json
 from qtool.runtimes.providers import DEFAULT_PRECISION
 
 BUNDLE_FORMATS = ("dir", "tar.gz", "zip")
@@ -129,14 +130,9 @@ def read_reports(paths: list[Path]) -> dict[str, dict]:
     advice = "give a JSON report written by qtool (eval, quantize, bench or flip)"
     reports: dict[str, dict] = {}
     for path in paths:
-        if not path.is_file():
+        if not path.exists():
             raise QtoolError(f"report {path} does not exist: {advice}", param="report_paths")
-        try:
-            payload = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise QtoolError(
-                f"report {path} is not JSON ({exc}); {advice}", param="report_paths"
-            ) from exc
+        payload = read_json(path, "report", param="report_paths")
         if not isinstance(payload, dict):
             raise QtoolError(f"report {path} is not a JSON object; {advice}", param="report_paths")
         name = path.name
@@ -266,11 +262,24 @@ class PackageResult:
     runtime: dict | None = None
 
 
+def _check_suffix(fmt: str, out: Path) -> None:
+    """verify and predict tell an archive from a folder by its suffix, so an archive must
+    have one (`--format zip --out plainname` would write a bundle nothing can open)."""
+    suffixes = FORMAT_SUFFIXES.get(fmt, ())
+    if suffixes and not out.name.endswith(suffixes):
+        raise QtoolError(
+            f"a {fmt} bundle's name must end in {' or '.join(suffixes)} (got {out.name}); "
+            f"e.g. {out.name}{suffixes[0]}",
+            param="out",
+        )
+
+
 def _check_args(fmt: str, nsym: int) -> None:
     if fmt not in BUNDLE_FORMATS:
         raise QtoolError(
             f"unknown bundle format {fmt!r}: use {', '.join(BUNDLE_FORMATS)}", param="fmt"
         )
+
     if not 2 <= nsym <= 128 or nsym % 2:
         raise QtoolError(
             f"parity bytes per codeword must be an even number from 2 to 128, got {nsym}",
@@ -304,6 +313,7 @@ def package(
     kind = "dir" if fmt == "dir" else "file"
     inputs = [model_path, *report_paths, *([] if sign_key is None else [Path(sign_key)])]
     check_output_path(out, force, inputs, kind=kind, param="out")
+    _check_suffix(fmt, out)
     reports = read_reports(report_paths)
     runtime = None if provider is None else validated_runtime(model_path, provider, precision)
     with staging_dir(out) as staging:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qtool.data.images import DEFAULT_MAX_PIXELS
 from qtool.data.inputs import load_inputs
 from qtool.deploy.archive import opened_bundle
 from qtool.deploy.runtime import choose_runtime
@@ -43,7 +42,7 @@ def predict_bundle(
     bundle: Path,
     inputs: list[Path],
     trust: dict | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     providers: list[str] | None = None,
     precision: str | None = None,
 ) -> tuple[list[Prediction], dict]:

@@ -57,7 +57,7 @@ def choose_runtime(
         ]
         spec = provider_spec(usable[0] if usable else providers[0], param="providers")
         mode = precision or recorded.get("precision") or DEFAULT_PRECISION
-        return RunChoice(spec.name, mode, "asked (--provider)")
+        return RunChoice(spec.name, mode, "asked")
     if not recorded:
         return RunChoice("cpu", precision or DEFAULT_PRECISION, "default (none recorded)")
     name, mode = recorded["provider"], precision or recorded.get("precision", DEFAULT_PRECISION)
@@ -67,12 +67,12 @@ def choose_runtime(
     if reason is not None:
         raise QtoolError(
             f"the bundle was validated on execution provider {name} ({mode}), which cannot be "
-            f"used here: {reason}. Run it on another provider deliberately with --provider "
-            "(e.g. --provider cpu; its accuracy was not checked on that provider), or on a "
-            f"server where {name} is usable",
+            f"used here: {reason}. Name another provider to run it there deliberately (e.g. "
+            "cpu; its accuracy was not checked on that provider), or run it on a server where "
+            f"{name} is usable",
             param="providers",
         )
-    return RunChoice(name, mode, "recorded in the bundle (package --provider)")
+    return RunChoice(name, mode, "recorded in the bundle at packaging")
 
 
 def _usable(name: str) -> bool:

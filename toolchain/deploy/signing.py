@@ -32,6 +32,7 @@ from pathlib import Path
 from qtool.deploy.manifest import MANIFEST, SIGNATURE
 from qtool.errors import MissingExtra, QtoolError, WorkFailed
 from qtool.outputs import atomic_path, atomic_write, check_output_path
+from qtool.readable import is_regular, regular_file
 
 ALGORITHM = "ed25519"
 SIGNATURE_FORMAT = "qtool-signature"
@@ -135,8 +136,7 @@ def generate_keypair(out: Path, force: bool = False) -> KeyPair:
 
 
 def _read_key_file(path: Path, what: str, param: str) -> bytes:
-    if not path.is_file():
-        raise QtoolError(f"{what} {path} does not exist: check the path", param=param)
+    regular_file(path, what, param=param)  # a FIFO or device is refused, not read
     if path.stat().st_size > MAX_KEY_FILE_BYTES:
         raise QtoolError(f"{path} is over 64 KiB; it is not a {what} file", param=param)
     return path.read_bytes()
@@ -218,11 +218,14 @@ def read_signature(folder: Path) -> dict | None:
     """The signature record of a bundle folder, None when unsigned. A malformed file is a bad
     signature (it came with the bundle, so it is refused as tampering, not as bad input)."""
     path = Path(folder) / SIGNATURE
+    if path.is_symlink() or (path.exists() and not is_regular(path)):
+        return {"malformed": f"{SIGNATURE} is a symlink or special file, not a plain file"}
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_bytes()[:MAX_KEY_FILE_BYTES])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            record = json.loads(fh.read(MAX_KEY_FILE_BYTES))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         record = None
     if not isinstance(record, dict) or record.get("format") != SIGNATURE_FORMAT:
         return {"malformed": f"{SIGNATURE} is not a qtool signature file"}

@@ -16,11 +16,13 @@ from pathlib import Path, PurePosixPath
 import onnx
 from onnx import external_data_helper
 
-from qtool.deploy.manifest import MANIFEST, read_manifest, safe_member
+from qtool.deploy.manifest import read_manifest, read_manifest_bytes, safe_member
 from qtool.deploy.signing import SignatureStatus
 from qtool.deploy.verify import verify
 from qtool.errors import QtoolError, WorkFailed
+from qtool.modelfile.load import parse_model
 from qtool.modelfile.metadata import qtool_metadata
+from qtool.modelfile.validate import check_model, check_text
 
 MAX_INLINE_BYTES = 2**31 - 1  # protobuf's limit for one serialized model
 
@@ -67,10 +69,22 @@ class VerifiedModel:
         for tensor in external_data_helper._get_all_tensors(proto):
             if not external_data_helper.uses_external_data(tensor):
                 continue
-            info = external_data_helper.ExternalDataInfo(tensor)
-            data = self.files[PurePosixPath(info.location).as_posix()]
+            try:
+                info = external_data_helper.ExternalDataInfo(tensor)
+                data = self.files[PurePosixPath(info.location).as_posix()]
+            except (ValueError, KeyError) as exc:
+                raise QtoolError(
+                    f"{self.bundle}: tensor {tensor.name!r} has external data the bundle does not "
+                    f"hold or cannot locate ({exc})"
+                ) from exc
             start = info.offset or 0
-            tensor.raw_data = data[start : start + info.length if info.length else len(data)]
+            end = len(data) if info.length is None else start + info.length
+            if start < 0 or not start <= end <= len(data):
+                raise QtoolError(
+                    f"{self.bundle}: tensor {tensor.name!r} claims bytes {start}..{end} of "
+                    f"{info.location}, which has {len(data)}"
+                )
+            tensor.raw_data = data[start:end]
             del tensor.external_data[:]
             tensor.data_location = onnx.TensorProto.DEFAULT
         serialized = proto.SerializeToString()
@@ -97,7 +111,7 @@ def load_verified(folder: Path, trust: dict | None = None, label: str | None = N
             f"bundle {label} failed verification ({', '.join(found[:5])}); refusing it. "
             "Verify it for the details, and repair it if it was packaged with ECC"
         )
-    data = (folder / MANIFEST).read_bytes()
+    data = read_manifest_bytes(folder) or b""
     if hashlib.sha256(data).hexdigest() != result.manifest_sha256:
         raise WorkFailed(f"manifest.json of {label} changed while it was verified; refusing it")
     manifest = read_manifest(folder, data)
@@ -106,5 +120,12 @@ def load_verified(folder: Path, trust: dict | None = None, label: str | None = N
         files[rel] = safe_member(folder, rel).read_bytes()
         if hashlib.sha256(files[rel]).hexdigest() != manifest["files"][rel]["sha256"]:
             raise WorkFailed(f"{rel} in {label} changed while it was verified; refusing it")
-    metadata = qtool_metadata(onnx.load_model_from_string(files[manifest["model"]["file"]]))
-    return VerifiedModel(label, manifest, data, files, result.signature, metadata)
+    # What the manifest vouches for must be a model too: a forged bundle can hash junk.
+    where = f"{label}: {manifest['model']['file']}"
+    proto = parse_model(files[manifest["model"]["file"]], where)
+    check_text(proto, where)
+    verified = VerifiedModel(label, manifest, data, files, result.signature, {})
+    inline = verified.session_bytes()
+    check_model(parse_model(inline, where), inline, where)
+    verified.metadata = qtool_metadata(proto, where)
+    return verified

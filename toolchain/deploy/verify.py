@@ -20,9 +20,9 @@ from qtool.deploy.archive import is_archive, opened_bundle
 from qtool.deploy.ecc import EccParams, damaged_chunks, encode_covers, repair
 from qtool.deploy.manifest import (
     BLOCK,
-    MANIFEST,
     changed_blocks,
     read_manifest,
+    read_manifest_bytes,
     safe_member,
     unlisted_files,
 )
@@ -108,7 +108,7 @@ def _verify_folder(
     folder: Path, do_repair: bool, expected: str | None, trust: dict | None, label: str
 ) -> VerifyResult:
     # The manifest is read once: the bytes hashed and signature-checked are the ones parsed.
-    data = (folder / MANIFEST).read_bytes() if (folder / MANIFEST).is_file() else None
+    data = read_manifest_bytes(folder) if folder.is_dir() else None
     manifest_sha = hashlib.sha256(data).hexdigest() if data is not None else ""
     if expected and manifest_sha != expected.lower():
         raise QtoolError(

@@ -33,6 +33,17 @@ def predicted_labels(scores: np.ndarray) -> np.ndarray:
     return np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
 
 
+def check_against_model(dataset: Dataset, classes: int) -> None:
+    """Labels must index the model's classes: a label the model cannot output would score as
+    a silent miss (0 % on a class), so a data set of more classes than the model is refused."""
+    if dataset.y is not None and len(dataset.y) and int(dataset.y.max()) >= classes:
+        raise QtoolError(
+            f"data set {dataset.spec} ({dataset.split}) has label {int(dataset.y.max())} but the "
+            f"model scores {classes} classes (0..{classes - 1}): is it the data set the model "
+            "was trained on?"
+        )
+
+
 def evaluate_session(
     session: ort.InferenceSession,
     io: ModelIO,
@@ -46,10 +57,18 @@ def evaluate_session(
             f"data set {dataset.spec} ({dataset.split}) has no labels to score against"
         )
     scores = run_scores(session, io, io.prepare(dataset.x), batch)
+    check_against_model(dataset, scores.shape[1])
     nonfinite = int((~np.isfinite(scores)).any(axis=1).sum())
     names = io.class_names or dataset.class_names
     if positive is None:
         positive = dataset.extra.get("positive_class")
+    elif not 0 <= positive < scores.shape[1] or scores.shape[1] != 2:
+        raise QtoolError(
+            f"positive class {positive} does not exist: the model scores "
+            f"{scores.shape[1]} classes (0..{scores.shape[1] - 1}); sensitivity and specificity "
+            "are for two classes, 0 or 1",
+            param="positive_class",
+        )
     result = classification_metrics(predicted_labels(scores), dataset.y, names, positive)
     result.nonfinite_outputs = nonfinite
     result.data, result.split, result.output = dataset.spec, dataset.split, io.output_name

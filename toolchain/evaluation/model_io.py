@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from qtool import limits
 from qtool.data.shaping import fit_to_input, normalize
 from qtool.errors import QtoolError
 
@@ -63,6 +64,12 @@ def model_io(
     chosen_out = _pick_output(session.get_outputs(), output_name)
     norm = metadata.get("normalization") or {}
     names = metadata.get("class_names")
+    width = (chosen_out.shape or [None, None])[-1]
+    if names and isinstance(width, int) and width > 0 and len(names) != width:
+        raise QtoolError(
+            f"the model's metadata names {len(names)} classes but its output "
+            f"{chosen_out.name!r} scores {width}; fix qtool.class_names in its metadata"
+        )
     return ModelIO(
         input_name=chosen_in.name,
         input_shape=list(chosen_in.shape),
@@ -134,10 +141,38 @@ def run_scores(
     session: ort.InferenceSession, io: ModelIO, x: np.ndarray, batch: int = 64
 ) -> np.ndarray:
     """Class scores for prepared inputs, batch by batch (batch forced by a static input)."""
+    others = [i.name for i in session.get_inputs() if i.name != io.input_name]
+    if others:
+        raise QtoolError(
+            f"the model needs inputs {', '.join(repr(n) for n in others)} besides "
+            f"{io.input_name!r}; qtool feeds samples to one input (models with one required "
+            "input only)",
+            param="input_name",
+        )
     chunks = []
     for rows, feed in batches(io, x, batch):
-        out = session.run([io.output_name], {io.input_name: feed})[0]
-        chunks.append(np.asarray(out)[:rows].reshape(rows, -1))
+        out = _run(session, io, feed)
+        if len(feed) != rows:  # padded: keep the real rows
+            out = out[:rows]
+        if out.ndim == 0 or out.shape[0] != rows or out.size == 0:
+            raise QtoolError(
+                f"output {io.output_name!r} has shape {list(out.shape)} for a batch of "
+                f"{rows}; qtool reads one row of class scores per sample"
+            )
+        chunks.append(out.reshape(rows, -1))
     if not chunks:
         raise QtoolError("the data set is empty; nothing to evaluate")
-    return np.concatenate(chunks)
+    scores = np.concatenate(chunks)
+    limits.check("classes", scores.shape[1], f"the class scores of output {io.output_name!r}")
+    return scores
+
+
+def _run(session: ort.InferenceSession, io: ModelIO, x: np.ndarray) -> np.ndarray:
+    """One `session.run`; a model that fails on well-formed input is bad input (exit 2)."""
+    try:
+        return np.asarray(session.run([io.output_name], {io.input_name: x})[0])
+    except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise QtoolError(
+            f"the model fails in ONNX Runtime on {list(x.shape)} input: {first}"
+        ) from exc

@@ -19,6 +19,7 @@ from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
 from qtool.modelfile.load import sha256_file
 from qtool.modelfile.metadata import set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.modelfile.summary import count_flops, summarize
 from qtool.outputs import check_output_path
@@ -143,6 +144,8 @@ def _export_checked(source: _Source, settings: ExportSettings):
         dynamic_batch=not settings.static_batch,
         exporter=exporter.name,
     )
+    # one-hot gather Convs (self-attention's export form) are data movement, not weights
+    mark_fixed_convs(proto)
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     source.meta.update(
         {
@@ -209,6 +212,9 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
     module = build_from_checkpoint(checkpoint, weights)
     meta = {
         "qtool.model": name,
+        # size, width, depth; left out for the default network (checkpoints from before
+        # sizes, and the demo's models, whose ONNX bytes, and so flip draws, stay as they were)
+        "qtool.architecture": _non_default(name, config.get("architecture")),
         "qtool.dataset": config.get("dataset"),
         "qtool.normalization": config.get("normalization"),
         "qtool.class_names": config.get("class_names"),
@@ -231,6 +237,13 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
         sample_source=f"{spec} (test split)",
         files=(weights,),
     )
+
+
+def _non_default(name: str, architecture: dict | None) -> dict | None:
+    from qtool.models import get_spec
+
+    default = get_spec(name).architecture()
+    return None if architecture in (None, default) else architecture
 
 
 def _factory_source(

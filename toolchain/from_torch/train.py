@@ -24,6 +24,7 @@ class TrainReport:
     """What `qtool train` prints and returns."""
 
     model: str
+    architecture: dict  # size, width, depth
     dataset: str
     out: str
     epochs: int
@@ -44,25 +45,31 @@ def train_zoo_model(
     *,
     epochs: int | None = None,
     seed: int = 0,
+    size: str | None = None,
+    width: int | None = None,
+    depth: int | None = None,
     force: bool = False,
     show_progress: bool = True,
 ) -> TrainReport:
     """Train zoo model `name` on `data_spec` (default: its own data set) and save a checkpoint.
 
-    Normalisation comes from the train split, model selection from the val split, and the
-    reported accuracy from the test split, which training never sees.
+    `size` picks a preset network (small, medium, large; default the model's first) and
+    `width`/`depth` override its first-stage channels and blocks per stage. Normalisation
+    comes from the train split, model selection from the val split, and the reported accuracy
+    from the test split, which training never sees.
     """
     from qtool.models import get_spec
     from qtool.models.checkpoint import save_checkpoint
 
     spec = get_spec(name)
+    architecture = spec.architecture(size, width, depth)
     data_spec = data_spec or spec.default_data
     _check_args(data_spec, epochs)
     out = check_output_path(out, force=force, param="out")
     start = time.perf_counter()
     train, val, test = _splits(data_spec)
     epochs_run = spec.epochs if epochs is None else epochs
-    result = _run(spec, train, val, data_spec, seed, epochs_run, show_progress)
+    result = _run(spec, architecture, train, val, data_spec, seed, epochs_run, show_progress)
     test_acc = _test_accuracy(result, test)
     config = dict(result.config)
     config.update(
@@ -74,6 +81,7 @@ def train_zoo_model(
     params = sum(int(p.numel()) for p in result.module.parameters())
     return TrainReport(
         model=name,
+        architecture=architecture,
         dataset=data_spec,
         out=str(out),
         epochs=epochs_run,
@@ -115,8 +123,11 @@ def _splits(data_spec: str):
     return train, val, test
 
 
-def _run(spec, train, val, data_spec: str, seed: int, epochs: int, show_progress: bool):
-    """The training engine on the splits, with a progress bar of loss and val accuracy."""
+def _run(
+    spec, architecture: dict, train, val, data_spec: str, seed: int, epochs: int, show_progress
+):
+    """The training engine on the splits, with a progress bar of loss, val accuracy and
+    seconds per epoch."""
     from qtool.models.trainer import train as run_training
 
     with progress() as bar:
@@ -126,7 +137,10 @@ def _run(spec, train, val, data_spec: str, seed: int, epochs: int, show_progress
             bar.update(
                 task,
                 advance=1,
-                status=f"loss {stats.loss:.4f}  val acc {100 * stats.val_accuracy:.2f} %",
+                status=(
+                    f"loss {stats.loss:.4f}  val acc {100 * stats.val_accuracy:.2f} %  "
+                    f"{stats.seconds:.1f} s/epoch"
+                ),
             )
 
         return run_training(
@@ -140,6 +154,7 @@ def _run(spec, train, val, data_spec: str, seed: int, epochs: int, show_progress
             kind=train.kind,
             seed=seed,
             epochs=epochs,
+            architecture=architecture,
             on_epoch=on_epoch if show_progress else None,
         )
 

@@ -7,18 +7,21 @@ ModelProto: editing a bit is then an assignment, and writing back changes nothin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
+import json
+import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
-from qtool.errors import QtoolError
-from qtool.modelfile.load import external_data_path
-from qtool.modelfile.locate import graph_nodes, locate_initializers
-from qtool.outputs import atomic_write, check_output_path
+from qtool.errors import QtoolError, option
+from qtool.modelfile.load import external_data_path, model_path, parse_model
+from qtool.modelfile.locate import graph_nodes
+from qtool.outputs import check_output_path, commit_together, staged_file, to_jsonable
 
 # the key of the .onnx file itself among a model's buffers (external files go by their name)
 MAIN = None
@@ -66,73 +69,103 @@ def sha256_pair(buf: bytearray, patches: dict[int, int]) -> tuple[str, str]:
 
 
 def read_model_files(path: str | Path) -> ModelFiles:
-    """Read the model and every external-data file it uses, refusing paths outside its folder."""
-    path = Path(path)
-    if not path.exists():
-        raise QtoolError(f"model file {path} does not exist: check the path")
-    if path.is_dir():
-        raise QtoolError(f"{path} is a directory, not an ONNX model file")
+    """Read the model and every external-data file it uses, refusing paths outside its folder
+    and any model onnx or ONNX Runtime cannot load (`validate`): a fault is injected only
+    into a model that works, so what changes is the fault's doing."""
+    from qtool.modelfile.validate import check_model, check_runtime
+
+    path = model_path(path)
     data = bytearray(path.stat().st_size)
     with open(path, "rb") as fh:
         fh.readinto(data)
     try:
-        locations = locate_initializers(data)
         for raw in graph_nodes(data).values():
             onnx.GraphProto.FromString(raw)
     except QtoolError as exc:
         raise QtoolError(f"{path} is not an ONNX model ({exc})") from exc
     except Exception as exc:  # protobuf DecodeError on garbage
         raise QtoolError(f"{path} is not an ONNX model (cannot parse its graph: {exc})") from exc
+    locations = check_model(parse_model(data, path), data, path, path)
+    check_runtime(path, path)
     files = ModelFiles(path, data)
     for loc in locations:
         if loc.file is None or loc.file in files.external:
             continue
         target = external_data_path(path, loc.name, loc.file)
         files.external[loc.file] = bytearray(target.read_bytes())
-    for loc in locations:
-        if loc.file is not None and loc.offset + loc.length > len(files.external[loc.file]):
-            raise QtoolError(
-                f"{path}: tensor {loc.name!r} claims bytes {loc.offset}..{loc.offset + loc.length}"
-                f" of {loc.file}, which has only {len(files.external[loc.file])} bytes"
-            )
     return files
 
 
 def write_model_files(
-    files: ModelFiles, out: str | Path, force: bool = False, changed: set[str] | None = None
-) -> Path:
-    """Write the model atomically; external-data files are copied beside it (changed ones
-    from memory). The output folder must differ from the source's when external data exists,
-    since the copies keep their names."""
-    out = Path(out)
-    check_output_path(out, force, inputs=(files.path,), param="out")
-    if files.external:
-        if out.parent.resolve() == files.path.parent.resolve():
-            raise QtoolError(
-                f"{files.path} keeps weights in external files ({', '.join(files.external)}) "
-                "that the output needs beside it under the same names; write the output into "
-                "another folder",
-                param="out",
-            )
-        for name in files.external:
-            target = out.parent / name
-            if target.exists() and not force:
-                raise QtoolError(
-                    f"external-data file {target} already exists: choose another folder or "
-                    "pass --force",
-                    param="out",
-                )
+    files: ModelFiles,
+    out: str | Path | None,
+    force: bool = False,
+    *,
+    manifest: tuple[str | Path, object] | None = None,
+) -> Path | None:
+    """Write the model (and, with `manifest` = (path, payload), its JSON manifest) as one
+    unit: every file is staged beside its final name first, then all are renamed in a fixed
+    order (external-data files, the model, the manifest last) under a lock on their folders
+    (`qtool.outputs.commit_together`). A reader may see, for an instant, the new model beside
+    the old manifest, never a manifest without its model; the manifest records the model's
+    sha256, so the pair can be checked. External-data files are written beside the model
+    from memory; the output folder must differ from the source's when there
+    are any, since the copies keep their names."""
+    targets = _targets(files, out, force, manifest)
+    with contextlib.ExitStack() as stack:
+        pairs = []
+        for final, write in targets:
+            tmp = stack.enter_context(staged_file(final))
+            write(tmp)
+            pairs.append((tmp, final))
+        commit_together(pairs)
+    return None if out is None else Path(out)
+
+
+def _targets(files: ModelFiles, out, force: bool, manifest) -> list[tuple[Path, Callable]]:
+    """(final path, writer of a temp path) of every file to write, in commit order."""
+    targets: list[tuple[Path, Callable[[Path], None]]] = []
+    if out is not None:
+        out = Path(out)
+        check_output_path(out, force, inputs=(files.path,), param="out")
+        targets += _external_targets(files, out, force)
+        targets.append((out, lambda tmp: tmp.write_bytes(files.main)))
+    if manifest is not None:
+        path, payload = Path(manifest[0]), manifest[1]
+        text = json.dumps(to_jsonable(payload), indent=2) + "\n"
+        targets.append((path, lambda tmp: tmp.write_text(text)))
+    finals = [os.path.realpath(final) for final, _ in targets]
+    if len(set(finals)) != len(finals):
+        raise QtoolError(
+            "two of the files to write (model, external data, manifest) are the same path; "
+            "give the manifest and the model distinct names",
+            param="manifest_path",
+        )
+    return targets
+
+
+def _external_targets(files: ModelFiles, out: Path, force: bool) -> list:
+    if not files.external:
+        return []
+    if out.parent.resolve() == files.path.parent.resolve():
+        raise QtoolError(
+            f"{files.path} keeps weights in external files ({', '.join(files.external)}) "
+            "that the output needs beside it under the same names; write the output into "
+            "another folder",
+            param="out",
+        )
+    targets = []
     for name, buf in files.external.items():
         target = out.parent / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if changed is None or name in changed:
-            atomic_write(target, buf)
-        else:
-            atomic_write(
-                target, lambda tmp, name=name: shutil.copyfile(files.path.parent / name, tmp)
+        if target.exists() and not force:
+            raise QtoolError(
+                f"external-data file {target} already exists: choose another folder or "
+                f"pass {option('force')}",
+                param="out",
             )
-    atomic_write(out, files.main)
-    return out
+        target.parent.mkdir(parents=True, exist_ok=True)
+        targets.append((target, lambda tmp, buf=buf: tmp.write_bytes(buf)))
+    return targets
 
 
 def changed_files(before: ModelFiles | dict[str, str], after: ModelFiles) -> set[str]:

@@ -13,12 +13,11 @@ float_data) are skipped by their length prefix, so a 100 MB model is walked in m
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from qtool.modelfile.wire import (
     FIXED32,
@@ -98,7 +97,7 @@ class TensorLocation:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.dims, dtype=np.int64)) if self.dims else 1
+        return math.prod(self.dims)  # Python ints: no int64 overflow on hostile dims
 
 
 # --- tensors ---------------------------------------------------------------------------------
@@ -167,7 +166,7 @@ def _location(buf, start: int, end: int, graph: str, base_dir: Path | None) -> T
     common = dict(name=t.name, data_type=t.data_type, dims=t.dims, itemsize=itemsize, graph=graph)
     if t.is_external:
         location = t.external.get("location", "")
-        offset = int(t.external.get("offset") or 0)
+        offset = _external_int(t, "offset") or 0
         length = _external_length(t, itemsize, base_dir, location, offset)
         return TensorLocation(
             file=location, offset=offset, length=length, encoding="external", **common
@@ -176,16 +175,29 @@ def _location(buf, start: int, end: int, graph: str, base_dir: Path | None) -> T
     return TensorLocation(file=None, offset=offset, length=length, encoding=encoding, **common)
 
 
+def _external_int(t: TensorFields, key: str) -> int | None:
+    """An external-data `offset` or `length` entry: a non-negative decimal integer, or None."""
+    text = t.external.get(key)
+    if text is None or text == "":
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise malformed(
+            f"tensor {t.name!r} has external-data {key} {text[:40]!r}, not a non-negative integer"
+        )
+    return int(text)
+
+
 def _external_length(
     t: TensorFields, itemsize: int, base_dir: Path | None, location: str, offset: int
 ) -> int:
-    if t.external.get("length"):
-        return int(t.external["length"])
+    length = _external_int(t, "length")
+    if length is not None:
+        return length
     if itemsize:  # what ONNX Runtime reads: the tensor's own size
-        numel = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+        numel = math.prod(t.dims)
         return (numel + 1) // 2 if t.data_type in PACKED_4BIT else numel * itemsize
     if base_dir is not None and (base_dir / location).is_file():
-        return (base_dir / location).stat().st_size - offset
+        return max((base_dir / location).stat().st_size - offset, 0)
     return 0
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 from onnx import external_data_helper
 
-from qtool.outputs import atomic_write, temp_prefix
+from qtool.outputs import atomic_write, staging_dir
 
 TWO_GB = 2**31 - 1
 
@@ -22,7 +21,7 @@ def save_model(model: onnx.ModelProto, out: str | Path, *, external: bool | None
     if not external:
         return atomic_write(out, model.SerializeToString())
     location = out.name + ".data"
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=temp_prefix(out)) as tmpdir:
+    with staging_dir(out) as tmpdir:
         tmp_model = Path(tmpdir) / out.name
         copy = onnx.ModelProto()
         copy.CopyFrom(model)

@@ -12,7 +12,7 @@ from onnx import external_data_helper, numpy_helper
 
 from qtool.modelfile.load import file_size, load_model
 from qtool.modelfile.metadata import read_metadata
-from qtool.modelfile.roles import initializer_roles
+from qtool.modelfile.roles import FIXED, initializer_roles, is_fixed
 from qtool.runtimes.opcount import node_macs, static_shapes
 
 QOPERATOR_OPS = {
@@ -108,7 +108,10 @@ def summarize(path: str | Path, model: onnx.ModelProto | None = None) -> ModelSu
         )
         for t in graph.initializer
     ]
-    parameters = sum(int(np.prod(i.shape, dtype=np.int64)) for i in inits if i.role != "qparam")
+    # quantisation parameters and fixed (data-moving, unlearned) weights are not parameters
+    parameters = sum(
+        int(np.prod(i.shape, dtype=np.int64)) for i in inits if i.role not in ("qparam", FIXED)
+    )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ModelSummary(
         path=str(path),
@@ -137,13 +140,22 @@ def _stored_bytes(t: onnx.TensorProto) -> int:
     return int(numpy_helper.to_array(t).nbytes) if t.dims or t.data_type else 0
 
 
-def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+def count_fixed_flops(model: onnx.ModelProto, batch: int = 1) -> int:
+    """Multiply-adds x2 that ONNX Runtime executes in Convs marked fixed (0 without any)."""
+    if not any(is_fixed(n) for n in model.graph.node):
+        return 0
+    return count_flops(model, batch, fixed=True)
+
+
+def count_flops(model: onnx.ModelProto, batch: int = 1, *, fixed: bool = False) -> int:
     """Multiply-adds x2 of Conv/Gemm/MatMul (and their quantised forms, and Mul->ReduceSum
     dot products) for one batch.
 
     Uses ONNX shape inference; symbolic dims count as `batch`. Ops whose shapes cannot be
     inferred are skipped rather than guessed. The counting is qtool.runtimes.opcount's, which
-    analytic energy shares.
+    analytic energy shares. Convs marked fixed (a one-hot gather: data
+    movement written as a Conv, `qtool.modelfile.roles`) are not the model's arithmetic and
+    are left out; `fixed=True` counts only them (what ONNX Runtime executes for them).
     """
     shapes = static_shapes(model, batch)
     graph = model.graph
@@ -157,6 +169,8 @@ def count_flops(model: onnx.ModelProto, batch: int = 1) -> int:
     }
     total = 0
     for node in graph.node:
+        if is_fixed(node) != fixed:
+            continue
         out = node.output[0] if node.output else ""
         if node.op_type == "Mul" and out in reduce_sum_inputs and out in shapes:
             total += 2 * int(np.prod(shapes[out]))

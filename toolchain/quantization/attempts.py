@@ -22,6 +22,7 @@ import onnx
 from qtool.data.dataset import Dataset
 from qtool.evaluation.evaluate import predicted_labels
 from qtool.evaluation.model_io import ModelIO, run_scores
+from qtool.modelfile.roles import fixed_conv_names
 from qtool.quantization.calibration import Calibration, batches, calibration_batch
 from qtool.quantization.fallback import Attempt
 from qtool.quantization.placement import Placement, place
@@ -124,9 +125,10 @@ class Attempts:
         def quantize(exclude: list[str], out: Path) -> None:
             quantize_once(job, out, exclude, "qdq")
 
-        path, self.placement = place(
-            quantize, list(options.exclude_nodes), job.op_types, self.tmp, options.placement
-        )
+        exclude = list(options.exclude_nodes)
+        if options.placement != "ort":
+            exclude += [n for n in self.fixed_convs() if n not in exclude]
+        path, self.placement = place(quantize, exclude, job.op_types, self.tmp, options.placement)
         self.work.settings.placement = self.placement.record()
         return_freed_memory()  # what calibration freed, before the error analysis
         if self.placement.excluded:
@@ -135,6 +137,18 @@ class Attempts:
                 "float kept out of quantisation"
             )
         return self.measure(path, path, [])
+
+    def fixed_convs(self) -> list[str]:
+        """The one-hot gather Convs (role `fixed`), kept in float: they move pixels and do no
+        arithmetic of the model, and as integer kernels they take ORT's grouped QLinearConv
+        path with a channel multiplier, which made the medium SASA's INT8 model slower than
+        its FP32 one (benchmarks/seed_paper.py)."""
+        names = fixed_conv_names(onnx.load(str(self.job.pre_path), load_external_data=False))
+        if names:
+            self.work.notes.append(
+                f"{len(names)} fixed (one-hot gather) Conv(s) kept in float: data movement"
+            )
+        return names
 
     def attempt(self, extra: list[str], tag: str) -> Attempt:
         """Quantise keeping the user's, the placement's and `extra` nodes in FP32; measure."""

@@ -11,7 +11,6 @@ other stages import from here are re-exported.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,8 +24,10 @@ from qtool.errors import QtoolError
 from qtool.evaluation.model_io import ModelIO, model_io
 from qtool.modelfile.load import file_size, load_model, sha256_file
 from qtool.modelfile.metadata import qtool_metadata, read_metadata, set_metadata
+from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
-from qtool.outputs import check_output_path
+from qtool.modelfile.summary import quantization_kind
+from qtool.outputs import check_output_path, staging_dir
 from qtool.quantization.attempts import Attempts, Labelled, Work
 from qtool.quantization.calibration import debug_subset, labelled_split, prepare
 from qtool.quantization.fallback import Budget, FallbackStep, Outcome, run_fallback
@@ -96,7 +97,7 @@ def quantize_model(
     src, out = Path(src), Path(out)
     check_output_path(out, force=force, inputs=(src,), param="out")
     work = _load_work(src, calib, options)
-    with tempfile.TemporaryDirectory(prefix="qtool-quantize-") as tmpdir:
+    with staging_dir(out) as tmpdir:  # beside the output, named as a temp, removed on exit
         runs = Attempts(Path(tmpdir), work, options)
         info(
             f"calibrating on {len(work.calib_x)} samples of {work.calib_set.spec} "
@@ -129,7 +130,12 @@ def quantize_model(
 def _load_work(src: Path, calib: str, options: QuantizeOptions) -> Work:
     """Read the model, choose its input, prepare calibration and labelled samples."""
     proto = load_model(src)
-    meta, metadata = qtool_metadata(proto), read_metadata(proto)
+    kind = quantization_kind(proto)
+    if kind != "none":  # ORT's quantizer would trip over its own node names, or stack scales
+        raise QtoolError(
+            f"{src} is already quantised ({kind}); quantize the FP32 model it came from"
+        )
+    meta, metadata = qtool_metadata(proto, str(src)), read_metadata(proto)
     init_bytes = initializer_bytes(proto)
     del proto  # a 25 M-parameter model is 100 MB: keep no copy through calibration
     sha = sha256_file(src)
@@ -283,3 +289,5 @@ def _set_output_metadata(
     values["qtool.source_sha256"] = sha
     values["qtool.seed"] = settings.seed
     set_metadata(model, values)
+    # ORT's pre-processing drops node metadata: mark one-hot gather Convs fixed again
+    mark_fixed_convs(model)

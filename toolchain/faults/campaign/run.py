@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qtool import limits
 from qtool.data.datasets import load_dataset
 from qtool.errors import QtoolError
 from qtool.faults.campaign.executor import (
@@ -44,7 +45,6 @@ from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
 from qtool.stopping import Deadline, OutOfTime, signal_name, stop_on_signals
 
 DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
-MAX_TRIALS_LIMIT = 1_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +83,9 @@ class CampaignPlan(Selection):
             raise QtoolError(f"{self.trials} trials: give at least 1, or auto", param="trials")
         if self.workers < 1:
             raise QtoolError(f"{self.workers} workers: give at least 1", param="workers")
+        if not self.auto:
+            limits.check("trials", self.trials, "trials per budget", param="trials")
+        limits.check("threads", self.workers, "worker processes", param="workers")
         if self.cache_mb < 0:
             raise QtoolError(f"{self.cache_mb} MB: give a size of 0 or more", param="cache_mb")
 
@@ -108,11 +111,9 @@ class CampaignPlan(Selection):
             raise QtoolError(
                 f"{self.confidence}: give a confidence between 0.5 and 1", param="confidence"
             )
-        if not 1 <= self.max_trials <= MAX_TRIALS_LIMIT:
-            raise QtoolError(
-                f"{self.max_trials}: give 1 to {MAX_TRIALS_LIMIT} trials per budget",
-                param="max_trials",
-            )
+        if self.max_trials < 1:
+            raise QtoolError(f"{self.max_trials}: give at least 1 trial", param="max_trials")
+        limits.check("trials", self.max_trials, "trials per budget", param="max_trials")
 
 
 @dataclass

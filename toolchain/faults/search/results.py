@@ -12,7 +12,6 @@ from qtool.faults.search.attacked import WEIGHTS, SearchModel
 from qtool.faults.search.values import SEARCH_TYPES
 from qtool.faults.storage.manifest import SourceRecord, build_manifest, tensor_record
 from qtool.modelfile.buffers import ModelFiles, sha256_hex, write_model_files
-from qtool.outputs import write_json
 
 
 @dataclass
@@ -128,7 +127,6 @@ def write_search(
     if result.files is None:
         raise QtoolError("this search result holds no model bytes to write")
     if out is not None:
-        write_model_files(result.files, out, force=force)
         result.manifest["out"] = str(out)
-    if manifest is not None:
-        write_json(manifest, result.manifest)
+    pair = None if manifest is None else (manifest, result.manifest)
+    write_model_files(result.files, out, force=force, manifest=pair)  # one unit

@@ -9,12 +9,11 @@ byte for byte; undoing it on the flipped file gives the source back, byte for by
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from qtool import __version__
-from qtool.errors import QtoolError, WorkFailed
+from qtool.errors import QtoolError, WorkFailed, option
 from qtool.faults.storage.models import BitSite, StuckAt
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import Target
@@ -24,6 +23,7 @@ from qtool.modelfile.locate import TensorLocation, locate_initializers
 from qtool.modelfile.rewrite import replace_tensors, to_flippable
 from qtool.modelfile.roles import TensorKey
 from qtool.modelfile.summary import dtype_name
+from qtool.readable import read_json
 
 MANIFEST_FORMAT = "qtool-flip-manifest/1"
 
@@ -115,16 +115,55 @@ def build_manifest(
 
 
 def load_manifest(path: str | Path) -> dict:
+    """A flip manifest, read as a plain file within the json limits and checked field by
+    field where replay relies on it (a hand-edited or hostile manifest is one line)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise QtoolError(f"manifest {path} does not exist: give the manifest that flip wrote")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise QtoolError(f"manifest {path} is not JSON ({exc})") from exc
+    manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise QtoolError(f"{path} is not a qtool flip manifest (format {MANIFEST_FORMAT})")
+    problem = _schema_problem(manifest)
+    if problem:
+        raise QtoolError(f"flip manifest {path}: {problem}; give the manifest that flip wrote")
     return manifest
+
+
+def _schema_problem(manifest: dict) -> str | None:
+    def count(v, top: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= top
+
+    for key in ("source_sha256", "flipped_sha256"):
+        if not isinstance(manifest.get(key), str):
+            return f"{key} is not a sha256"
+    flips = manifest.get("flips")
+    if not isinstance(flips, list):
+        return "'flips' is not a list"
+    for i, e in enumerate(flips):
+        ok = (
+            isinstance(e, dict)
+            and isinstance(e.get("graph"), str)
+            and isinstance(e.get("tensor"), str)
+            and count(e.get("word"), 2**62)
+            and count(e.get("bit"), 63)
+            and count(e.get("old_byte"), 255)
+            and count(e.get("new_byte"), 255)
+            and "file" in e
+            and (e["file"] is None or isinstance(e["file"], str))
+            and isinstance(e.get("role", "other"), str)
+        )
+        if not ok:
+            return f"flips[{i}] lacks graph, tensor, file, word, bit, old_byte or new_byte"
+    originals = manifest.get("converted_originals") or []
+    if not isinstance(originals, list) or not all(
+        isinstance(o, dict) and all(isinstance(o.get(k), str) for k in ORIGINAL_KEYS)
+        for o in originals
+    ):
+        return "converted_originals is not a list of graph, tensor, tensor_proto_base64"
+    return None
+
+
+ORIGINAL_KEYS = ("graph", "tensor", "tensor_proto_base64")
 
 
 def entry_site(
@@ -188,7 +227,7 @@ def replay(path: str | Path, manifest: dict, undo: bool = False, force: bool = F
         what = "flipped model the manifest produced" if undo else "model the manifest was made on"
         raise QtoolError(
             f"{path} is not the {what} (sha256 {sha[''][:12]}... != {expect[:12]}...); "
-            "pass --force to apply the flips by tensor name and bit anyway"
+            f"pass {option('force')} to apply the flips by tensor name and bit anyway"
         )
     if not undo and manifest.get("converted_to_raw_data"):
         keys = {(o["graph"], o["tensor"]) for o in manifest["converted_originals"]}
