@@ -1,8 +1,9 @@
 """A hospital-size model through every stage, and fault evaluation at that size (issue 18).
 
 Builds a ResNet-18 (11.2 M parameters, random weights with non-trivial BatchNorm statistics,
-1x128x128, 2 classes; `resnet_model.py`) and a two-class 128 px image set in the MedMNIST
-npz layout (smooth noise, a bright disc in class 1), then runs the pipeline through the CLI,
+1x128x128, 2 classes; `resnet_model.py`, exported as `file.py:factory` as a hospital's own
+model would be) on the `synthetic:lesion:128` data set (400 test images), then runs the
+pipeline through the CLI,
 each stage in its own process: export, quantize, bench, flip (campaign, whole model per trial
 and incremental), flip --search, package. It prints, measured in this one run:
 
@@ -47,29 +48,6 @@ def cpu_line() -> str:
     wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
     have = " ".join(f for f in wanted if f in flags) or "none of " + ",".join(wanted)
     return f"{model}, {os.cpu_count()} logical CPUs available; flags: {have}"
-
-
-def lesion_npz(path: Path, size: int, counts: tuple[int, int, int], seed: int = 0) -> Path:
-    """Two classes, MedMNIST layout (train/val/test, class_names): smooth noise, with a
-    bright disc in class 1 ("lesion")."""
-    yy, xx = np.mgrid[:size, :size]
-    arrays: dict[str, np.ndarray] = {"class_names": np.array(["normal", "lesion"])}
-    for k, (split, n) in enumerate(zip(("train", "val", "test"), counts, strict=True)):
-        rng = np.random.default_rng([seed, k])
-        labels = rng.integers(0, 2, n)
-        cell = max(1, size // 16)
-        base = rng.normal(100, 20, (n, -(-size // cell), -(-size // cell)))
-        images = np.repeat(np.repeat(base, cell, 1), cell, 2)[:, :size, :size]
-        images = images + rng.normal(0, 10, (n, size, size))
-        centres = rng.integers(size // 4, 3 * size // 4, (n, 2))
-        radii = rng.integers(max(1, size // 10), max(2, size // 5), n)
-        for i in np.flatnonzero(labels):
-            (cy, cx), r = centres[i], radii[i]
-            images[i][(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] += 60
-        arrays[f"{split}_images"] = np.clip(images, 0, 255).astype(np.uint8)
-        arrays[f"{split}_labels"] = labels[:, None]
-    np.savez_compressed(path, **arrays)
-    return path
 
 
 def run_stage(name: str, args: list[str], stages: dict, workdir: Path) -> str:
@@ -169,20 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=10, help="campaign trials per budget")
     parser.add_argument("--flips", type=int, default=5, help="bit-search flips to choose")
     parser.add_argument("--attack-samples", type=int, default=128)
-    parser.add_argument("--test", type=int, default=256, help="test-split images")
     parser.add_argument("--tiny", action="store_true", help="ResNet at widths 4-32 (smoke run)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_line()}")
-    counts = (max(256, args.attack_samples), 64, args.test)
-    npz = lesion_npz(work / "lesions.npz", args.size, counts)
-    data = f"npz:{npz}"
+    data = f"synthetic:lesion:{args.size}"
     factory = "resnet_tiny" if args.tiny else "resnet18"
     fp32, int8 = work / "resnet.onnx", work / "resnet.int8.onnx"
     stages: dict = {}
-    print(f"pipeline ({factory}, 1x{args.size}x{args.size}, {args.test} test images):")
+    print(f"pipeline ({factory}, 1x{args.size}x{args.size}, {data}):")
     run_stage("export", ["export", f"{HERE / 'resnet_model.py'}:{factory}", "--input-shape",
                          f"1,1,{args.size},{args.size}", "--out", str(fp32), "--force"],
               stages, work)  # fmt: skip
