@@ -168,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                         "--json", str(work / "bench.json"), "--force"], stages, work)  # fmt: skip
     camp = campaign(int8, data, args.trials, stages, work)
     search = bit_search(int8, data, args.flips, args.attack_samples, stages, work)
-    print("campaign trials/s per budget (in this process, identical results checked):")
-    budgets = per_budget(int8, data, max(3, args.trials // 2))
     run_stage("package", ["package", str(int8), "--out", str(work / "bundle"), "--ecc",
                           "--force"], stages, work)  # fmt: skip
+    # last: this process grows here, and a stage forked after it would count its pages
+    print("campaign trials/s per budget (in this process, identical results checked):")
+    budgets = per_budget(int8, data, max(3, args.trials // 2))
     print(
         f"campaign on the INT8 model, {camp['trials']} trials: whole model "
         f"{camp['full_trials_per_s']:.2f} trials/s, incremental "

@@ -182,7 +182,8 @@ def session_factory(
     precision: str = DEFAULT_PRECISION,
 ) -> Callable[[bytes], Any]:
     """Sessions built as the whole model's: same execution provider, precision, threads and
-    optimisation level, no spinning."""
+    optimisation level, no spinning; no memory arena, so the segments (a few dozen sessions)
+    do not each keep their largest working set once a run is over."""
 
     def build(data: bytes):
         return make_session(
@@ -192,6 +193,7 @@ def session_factory(
             opt_level=opt_level,
             spinning=False,
             precision=precision,
+            arena=False,
         )
 
     return build
