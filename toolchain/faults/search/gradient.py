@@ -15,7 +15,7 @@ import numpy as np
 
 from qtool.faults.search.attacked import SearchModel
 from qtool.faults.search.losses import MARGIN_CAP
-from qtool.faults.search.values import SEARCH_TYPES, flipped_values
+from qtool.faults.search.values import NUMPY_TYPES, SEARCH_TYPES, flipped_values
 from qtool.stopping import Deadline
 
 GRAD_MEMORY_MB = 512  # autograd memory of one chunk of the attack batch (estimated)
@@ -143,8 +143,13 @@ class GradientSearcher:
         nbits = SEARCH_TYPES[t.loc.data_type]
         k = min(self.per_layer, values.size * nbits)
         best: list[tuple[float, int, float]] = []  # (gain, flat index w * nbits + b, new)
+        table = _byte_table(t.loc.data_type)  # int8/uint8: new value per stored byte and bit
+        codes = values.view(np.uint8) if table is not None else None
         for b in range(nbits):
-            new = flipped_values(t.loc.data_type, values, [b])[:, 0]
+            if table is not None:
+                new = table[b][codes]  # exact, as flipped_values, one gather instead of five
+            else:
+                new = flipped_values(t.loc.data_type, values, [b])[:, 0]
             with np.errstate(over="ignore", invalid="ignore"):
                 gain = g * (new - old)
             gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
@@ -160,3 +165,11 @@ class GradientSearcher:
             best += [(float(gain[w]), int(w) * nbits + b, float(new[w])) for w in top]
         best.sort(key=lambda c: (-c[0], c[1]))
         return [(gain, *divmod(idx, nbits), new) for gain, idx, new in best[:k] if gain > 0]
+
+
+def _byte_table(data_type: int) -> np.ndarray | None:
+    """(8, 256) new values of every stored byte with bit b toggled, for int8/uint8 weights."""
+    if SEARCH_TYPES[data_type] != 8:
+        return None
+    stored = np.arange(256, dtype=np.uint8).view(NUMPY_TYPES[data_type])
+    return np.ascontiguousarray(flipped_values(data_type, stored, np.arange(8)).T)
