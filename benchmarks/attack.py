@@ -17,12 +17,13 @@ perturbations (a fraction of eps; default the authors' 1e-3) for an ablation run
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from qtool.machine import cpu_line
 
 
 def build_cnn(workdir: Path) -> tuple[Path, Path]:
@@ -37,24 +38,6 @@ def build_cnn(workdir: Path) -> tuple[Path, Path]:
     )
     rec = ctx.records["cnn"]
     return rec.paths["fp32"], rec.paths["int8"]
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [
-        f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags
-    ]
-    import os
-
-    return f"{model}; {os.cpu_count()} logical CPUs; flags: {', '.join(shown) or 'none of note'}"
 
 
 def query_ms(path: Path, rows: int = 64, reps: int = 200) -> float:

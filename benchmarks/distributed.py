@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -55,23 +54,10 @@ from qtool.faults.campaign.executor import (  # noqa: E402
     in_process,
     prepare_job_models,
 )
+from qtool.machine import cpu_line  # noqa: E402
 
 SIZE = 64
 CLASSES = 10
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    shown = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
-    return f"{model}; {os.cpu_count()} logical CPUs; flags: {', '.join(shown) or 'none of note'}"
 
 
 def load() -> str:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import random
 import resource
 import shutil
@@ -53,6 +51,8 @@ from fuzzing import (  # noqa: E402
     with_field,
     write_case,
 )
+
+from qtool.machine import cpu_line  # noqa: E402
 
 KINDS = ("cnn", "mlp")
 
@@ -234,16 +234,6 @@ def demo_models(demo: Path) -> dict[str, Path]:
     return models
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=200)
@@ -289,7 +279,7 @@ def main() -> None:
 def report(results, sample, args, wall, memory_limit, peaks) -> None:
     print(
         f"qtool fuzz: {args.cases} mutants of the demo's INT8 CNN and MLP (alternating), "
-        f"seed {args.seed}; CPU: {cpu_model()}, {os.cpu_count()} CPUs; wall {wall:.0f} s"
+        f"seed {args.seed}; CPU: {cpu_line()}; wall {wall:.0f} s"
     )
     head = [
         "command",

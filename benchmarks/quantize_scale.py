@@ -33,6 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qtool.machine import cpu_line
+
 STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # width, blocks, first stride
 EXPANSION = 4
 SIZE = 224
@@ -166,16 +168,6 @@ def run_child(cmd: list[str]) -> dict:
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=None)
@@ -230,7 +222,7 @@ def summarise(runs: dict[str, list[dict]], params: int, samples: int, batch: int
         "ratios_qtool_over_ort": {m: best["qtool"][m] / best["ort"][m] for m in metrics},
         "ratios_qtool_over_ort_batch32": {m: best["qtool"][m] / best["ort@32"][m] for m in metrics},
         "targets": {"wall_s": 1.5, "peak_rss_mb": 1.0},
-        "cpu": cpu_model(),
+        "cpu": cpu_line(),
         "logical_cpus": os.cpu_count(),
         "python": platform.python_version(),
     }

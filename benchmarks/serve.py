@@ -41,8 +41,9 @@ import httpx
 import numpy as np
 
 from qtool.data.datasets import load_dataset
-from qtool.deploy.bundle import cpu_info, package
+from qtool.deploy.bundle import package
 from qtool.deploy.signing import generate_keypair
+from qtool.machine import cpu_info
 from qtool.modelfile.rewrite import to_flippable
 from qtool.runtimes import make_session
 

@@ -103,6 +103,15 @@ def _sigint_deferred() -> Iterator[Callable[[], bool]]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _no_gc_diagnosis() -> None:
+    """The in-process scheduler of a local cluster hooks a diagnosis into every garbage
+    collection; a Ctrl-C that lands inside that hook is printed as "Exception ignored" and
+    lost, and the campaign runs on (seen in CI). It only logs long GC pauses: turned off."""
+    from distributed.gc import disable_gc_diagnosis
+
+    disable_gc_diagnosis(force=True)
+
+
 def _local_cluster(distributed, spec: ClusterSpec):
     return distributed.LocalCluster(
         n_workers=spec.local_workers,
@@ -134,6 +143,7 @@ def _open(distributed, spec: ClusterSpec, timeout: float, level: int) -> Opened:
         if interrupted():  # Ctrl-C while the workers started: stop them, then interrupt
             opened.close()
             raise KeyboardInterrupt
+        _no_gc_diagnosis()
         return opened
     try:
         client = distributed.Client(spec.address, timeout=timeout, set_as_default=False)

@@ -39,6 +39,7 @@ from qtool.deploy.model_card import render_model_card
 from qtool.deploy.runtime import validated_runtime
 from qtool.deploy.signing import key_id_of, load_private_key, sign_manifest
 from qtool.errors import QtoolError
+from qtool.machine import cpu_info
 from qtool.modelfile.load import load_model, sha256_file
 from qtool.modelfile.locate import locate_initializers
 from qtool.modelfile.metadata import qtool_metadata
@@ -96,20 +97,6 @@ def initializer_records(folder: Path, model_file: str) -> list[dict]:
             }
         )
     return records
-
-
-def cpu_info() -> dict:
-    info = {"machine": platform.machine(), "processor": platform.processor(), "flags": []}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and "model" not in info:
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith(("flags", "Features")):
-                info["flags"] = sorted(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return info
 
 
 def versions() -> dict:
