@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,22 +31,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-
-
-def cpu_line() -> str:
-    """CPU model and the flags that matter for ONNX Runtime's kernels."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
-    have = " ".join(f for f in wanted if f in flags) or "none of " + ",".join(wanted)
-    return f"{model}, {os.cpu_count()} logical CPUs available; flags: {have}"
 
 
 def run_stage(name: str, args: list[str], stages: dict, workdir: Path) -> str:
@@ -152,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    from qtool.machine import cpu_line
+
     print(f"CPU: {cpu_line()}")
     data = f"synthetic:lesion:{args.size}"
     factory = "resnet_tiny" if args.tiny else "resnet18"
