@@ -74,15 +74,20 @@ def make_session(
     opt_level: str = "all",
     spinning: bool | None = None,
     precision: str = DEFAULT_PRECISION,
+    *,
+    arena: bool = True,
 ) -> ort.InferenceSession:
     """An InferenceSession from a path, serialized bytes or a ModelProto, through the specs of
     `providers` (qtool names or aliases, in priority order; default cpu) at `precision`
-    (fp32: reduced precision forbidden; auto: each provider's own choice).
+    (fp32: reduced precision forbidden; auto: each provider's own choice). `arena=False`
+    turns off ONNX Runtime's CPU memory arena, which otherwise keeps each session's largest
+    working set after a run (for many small sessions alive at once).
 
     A model the providers cannot load is bad input (QtoolError, exit 2) whose one line names
     the provider(s) and, where onnxruntime says which, the op."""
     specs = session_specs(providers)
     options = session_options(threads, opt_level, spinning)
+    options.enable_cpu_mem_arena = arena
     chosen = [pair for spec in specs if (pair := spec.attach(options, threads, precision))]
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()

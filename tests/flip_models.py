@@ -109,6 +109,89 @@ def digits_cnn(path: Path, channels: int = 8, seed: int = 0) -> Path:
     return _finish(graph, path, ["N", 1, 8, 8])
 
 
+class _ResNetGraph:
+    """Nodes and initializers of a small ResNet, added layer by layer (random weights)."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int, relu: bool) -> str:
+        """Conv (no bias) + BatchNormalization (+ Relu), as an unfolded torch export has it."""
+        self.count += 1
+        n = f"conv{self.count}"
+        w = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k))
+        arrays = {
+            "weight": w,
+            "bn.scale": self.rng.uniform(0.5, 1.5, cout),
+            "bn.bias": self.rng.normal(0, 0.1, cout),
+            "bn.mean": self.rng.normal(0, 0.1, cout),
+            "bn.var": self.rng.uniform(0.5, 1.5, cout),
+        }
+        self.inits += [
+            numpy_helper.from_array(a.astype(np.float32), f"{n}.{key}") for key, a in arrays.items()
+        ]
+        conv = helper.make_node(
+            "Conv", [x, f"{n}.weight"], [f"{n}.c"], name=n, pads=[k // 2] * 4, strides=[stride] * 2
+        )
+        self.nodes.append(conv)
+        bn_in = [f"{n}.c", f"{n}.bn.scale", f"{n}.bn.bias", f"{n}.bn.mean", f"{n}.bn.var"]
+        self.nodes.append(helper.make_node("BatchNormalization", bn_in, [f"{n}.b"], name=f"{n}.bn"))
+        if not relu:
+            return f"{n}.b"
+        self.nodes.append(helper.make_node("Relu", [f"{n}.b"], [f"{n}.r"], name=f"{n}.relu"))
+        return f"{n}.r"
+
+    def block(self, x: str, cin: int, cout: int, stride: int) -> str:
+        """A basic block: two 3x3 convs, identity or strided 1x1 shortcut, Add, Relu."""
+        y = self.conv_bn(self.conv_bn(x, cin, cout, 3, stride, True), cout, cout, 3, 1, False)
+        skip = x if stride == 1 and cin == cout else self.conv_bn(x, cin, cout, 1, stride, False)
+        out = f"block{self.count}"
+        self.nodes.append(helper.make_node("Add", [y, skip], [f"{out}.sum"], name=f"{out}.add"))
+        self.nodes.append(helper.make_node("Relu", [f"{out}.sum"], [out], name=f"{out}.relu"))
+        return out
+
+
+def digits_resnet(path: Path, seed: int = 0) -> Path:
+    """A ResNet on digits: conv stem, three basic blocks (one downsampling with a 1x1
+    shortcut), BatchNorm unfolded, global pooling, a least-squares head (~90 % accurate)."""
+    g = _ResNetGraph(seed)
+    x = g.conv_bn("input", 1, 8, 3, 1, True)
+    x = g.block(g.block(g.block(x, 8, 8, 1), 8, 16, 2), 16, 16, 1)
+    g.nodes += [
+        helper.make_node("GlobalAveragePool", [x], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["features"]),
+    ]
+    features_graph = helper.make_graph(
+        g.nodes,
+        "features",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 16])],
+        g.inits,
+    )
+    import onnxruntime as ort
+
+    model = helper.make_model(features_graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    train = load_dataset("digits", "train")
+    features = ort.InferenceSession(model.SerializeToString()).run(None, {"input": train.x})[0]
+    wf, bf = _fit_head(features, train.y)
+    g.inits += [numpy_helper.from_array(wf, "fc.weight"), numpy_helper.from_array(bf, "fc.bias")]
+    g.nodes.append(
+        helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], name="fc")
+    )
+    graph = helper.make_graph(
+        g.nodes,
+        "digits_resnet",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        g.inits,
+    )
+    return _finish(graph, path, ["N", 1, 8, 8])
+
+
 def quantized(src: Path, out: Path, fmt: str = "qdq", per_channel: bool = False) -> Path:
     """INT8 static quantisation by onnxruntime.quantization (QDQ or QOperator)."""
     from onnxruntime.quantization import (

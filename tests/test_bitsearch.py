@@ -172,7 +172,7 @@ def test_manifest_replays_to_the_same_accuracy(tiny, tmp_path):
     assert manifest["flipped_sha256"] == sha256_file(out)
     replayed = replay(src, manifest)
     assert bytes(replayed.main) == out.read_bytes()
-    session = make_session(bytes(replayed.main), opt_level="basic")
+    session = make_session(bytes(replayed.main), opt_level="all")  # as the search measures
     io = model_io(session, {})
     test = load_dataset("digits", "test")
     scores = session.run([io.output_name], {io.input_name: io.prepare(test.x)})[0]

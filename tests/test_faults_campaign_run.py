@@ -81,3 +81,26 @@ def test_evaluate_manifest_matches_the_written_file(models, tmp_path):
     assert ev.flipped_accuracy == pytest.approx(float((scores.argmax(1) == test.y).mean()))
     assert ev.samples == len(test.y) and 0 <= ev.sdc_rate <= 1
     assert np.isclose(ev.clean_accuracy, ev.clean_correct / ev.samples)
+
+
+def test_incremental_and_full_evaluation_give_the_same_campaign(models):
+    plan = CampaignPlan(budgets=(1, 6), trials=4, seed=3, targets=("weights", "biases"))
+    fast = run_campaign(models, "digits", plan, show_progress=False)
+    slow = run_campaign(models, "digits", replace(plan, incremental=False), show_progress=False)
+    assert fast.trial_results == slow.trial_results and fast.stats == slow.stats
+    assert [m.evaluation.mode for m in fast.models] == ["incremental", "incremental"]
+    assert [m.evaluation.mode for m in slow.models] == ["full", "full"]
+    assert all(m.evaluation.cache_mb > 0 for m in fast.models)
+
+
+def test_faulted_models_onnx_runtime_refuses_fail_as_the_whole_model_does(zoo_models):
+    """Flipped shape tensors (targets 'others') break Reshape/ReduceMean: the trial's error
+    is the whole model's, word for word."""
+    plan = CampaignPlan(budgets=(1, 3), trials=6, seed=0, targets=("others",))
+    fast = run_campaign([zoo_models["cnn"]], "digits", plan, show_progress=False)
+    slow = run_campaign(
+        [zoo_models["cnn"]], "digits", replace(plan, incremental=False), show_progress=False
+    )
+    assert fast.trial_results == slow.trial_results
+    assert fast.models[0].evaluation.mode == "incremental"
+    assert any(r.error for r in fast.trial_results)

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from qtool.faults.search.progressive import SearchResult, flips_to
+from qtool.faults.incremental import EvaluationMode
+from qtool.faults.search.results import SearchResult, flips_to
 from qtool.faults.search.seeds import budget_summary
 
 
@@ -17,7 +18,7 @@ def _run(seed: int, accuracies: list[float], target: float) -> SearchResult:
         attack_split="train", eval_split="test", eval_samples=10, chance=0.1,
         clean_accuracy=accuracies[0], clean_attack_loss=0.1,
         flips_to_target=flips_to(accuracies, target), final_accuracy=accuracies[-1],
-        accuracies=accuracies, steps=[], search_seconds=0.0,
+        accuracies=accuracies, steps=[], search_seconds=0.0, evaluation=EvaluationMode("full"),
     )  # fmt: skip
 
 

@@ -83,3 +83,18 @@ def test_campaign_refuses_out_and_budget_too_large(pair, tmp_path):
         main, ["flip", str(pair[1]), "--bits", "1,10000000", "--trials", "1", "--data", "digits"]
     )
     assert r.exit_code == 2 and "eligible bits" in r.output
+
+
+def test_cli_says_how_faulted_models_were_evaluated(pair, tmp_path):
+    base = ["flip", str(pair[1]), "--bits", "1", "--trials", "2", "--data", "digits"]
+    lines = {}
+    for extra in ([], ["--cache-mb", "0"], ["--full-eval"]):
+        report = tmp_path / f"r{len(lines)}.json"
+        result = CliRunner().invoke(main, [*base, *extra, "--json", str(report)])
+        assert result.exit_code == 0, result.output
+        lines[tuple(extra)] = result.stderr
+        evaluation = json.loads(report.read_text())["models"][0]["evaluation"]
+        assert evaluation["mode"] == ("incremental" if not extra else "full")
+    assert "cnn.int8.onnx: incremental, " in lines[()] and "activation cache" in lines[()]
+    assert "exceed its limit of 0 MB" in lines[("--cache-mb", "0")]
+    assert "whole-model evaluation asked for" in lines[("--full-eval",)]

@@ -1,9 +1,16 @@
-"""Human output: rich tables on stdout, messages and progress bars on stderr."""
+"""Human output: rich tables on stdout, messages and progress on stderr.
+
+Progress on a terminal is a rich bar; without one (a CI log, `2> run.log`, a pipe) it is a
+plain line per task at most every `LINE_SECONDS` (and when the task ends), so a long job in a
+log file says how far it got. `--quiet` silences both.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.progress import (
@@ -57,8 +64,11 @@ def error_line(label: str, message: str) -> None:
     err_console.print(Text.assemble((f"{label}:", "bold red"), " ", one))
 
 
-def progress() -> Progress:
-    """A progress bar on stderr, hidden when stderr is not a terminal or with --quiet."""
+def progress() -> Progress | LineProgress:
+    """Progress on stderr: a bar on a terminal, lines every few seconds without one (see the
+    module docstring), nothing with --quiet. Both take add_task / update / advance."""
+    if not _quiet and not sys.stderr.isatty():
+        return LineProgress()
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -67,9 +77,105 @@ def progress() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
-        disable=_quiet or not sys.stderr.isatty(),
+        disable=_quiet,
         transient=False,
     )
+
+
+LINE_SECONDS = 5.0  # the most often a task prints a progress line without a terminal
+
+
+@dataclass
+class _LineTask:
+    description: str
+    total: float | None
+    status: str = ""
+    completed: float = 0
+    visible: bool = True
+    started: float = 0.0
+    printed: float | None = None  # when its last line was printed
+    printed_completed: float | None = None  # and what it said
+    finished: bool = False
+
+
+class LineProgress:
+    """The rich Progress calls qtool uses, as plain lines for logs:
+    `train cnn: 3/20 (15 %) loss 0.41 - 0:01:02 elapsed, ~0:05:10 left`."""
+
+    def __init__(self, interval: float | None = None):
+        self.interval = LINE_SECONDS if interval is None else interval
+        self.tasks: dict[int, _LineTask] = {}
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for task in self.tasks.values():  # the last state of a stopped task, if not yet shown
+            if (
+                task.visible
+                and task.printed is not None
+                and task.completed != task.printed_completed
+            ):
+                self._print(task, time.monotonic())
+
+    def add_task(self, description: str, total: float | None = None, **fields) -> int:
+        task_id = len(self.tasks)
+        status = str(fields.get("status", ""))
+        self.tasks[task_id] = _LineTask(description, total, status, started=time.monotonic())
+        return task_id
+
+    def advance(self, task_id: int, advance: float = 1) -> None:
+        self.update(task_id, advance=advance)
+
+    def update(
+        self,
+        task_id: int,
+        *,
+        advance: float | None = None,
+        completed: float | None = None,
+        total: float | None = None,
+        visible: bool | None = None,
+        **fields,
+    ) -> None:
+        task = self.tasks[task_id]
+        if visible is not None:
+            task.visible = visible
+        if total is not None:
+            task.total = total
+        if completed is not None:
+            task.completed = completed
+        if advance:
+            task.completed += advance
+        if "status" in fields:
+            task.status = str(fields["status"])
+        if not task.visible or (advance is None and completed is None):
+            return
+        now = time.monotonic()
+        done = task.total is not None and task.completed >= task.total
+        if done or task.printed is None or now - task.printed >= self.interval:
+            self._print(task, now)
+            task.finished = done
+
+    def _print(self, task: _LineTask, now: float) -> None:
+        task.printed, task.printed_completed = now, task.completed
+        elapsed = now - task.started
+        count = f"{task.completed:g}"
+        left = ""
+        if task.total:
+            count += f"/{task.total:g} ({100 * task.completed / task.total:.0f} %)"
+            if 0 < task.completed < task.total:
+                rest = elapsed * (task.total - task.completed) / task.completed
+                left = f", ~{_clock(rest)} left"
+        status = f" {task.status}" if task.status else ""
+        err_console.print(
+            Text(f"{task.description}: {count}{status} - {_clock(elapsed)} elapsed{left}"),
+            soft_wrap=True,
+        )
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def fmt_bytes(n: int | float) -> str:

@@ -23,6 +23,7 @@ from qtool.commands.options import (
 )
 from qtool.data.datasets import SPLITS
 from qtool.faults.campaign.run import DEFAULT_MAX_TRIALS
+from qtool.faults.incremental import DEFAULT_CACHE_MB
 from qtool.faults.storage.models import FAULT_MODELS
 from qtool.faults.storage.selection import TARGET_CLASSES
 from qtool.faults.words import BIT_CLASSES, MAX_BIT
@@ -114,6 +115,9 @@ class FlipArgs:
     seeds: int
     providers: list[str]
     precision: str
+    time_budget: float | None
+    full_eval: bool
+    cache_mb: float
     json_path: Path | None
     force: bool
 
@@ -266,6 +270,28 @@ class FlipArgs:
     show_default=True,
     help="fp32: forbid reduced precision on the provider; auto: its own choice.",
 )
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Campaigns and --search: stop after this long, keeping the trials done or the flips "
+    "found so far (outputs marked partial; exit 0).",
+)
+@click.option(
+    "--full-eval",
+    is_flag=True,
+    help="Campaigns and --search: run the whole model for every faulted evaluation instead "
+    "of only the layers after the fault (the default, bit-identical).",
+)
+@click.option(
+    "--cache-mb",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_CACHE_MB,
+    show_default=True,
+    help="Limit of the clean activations kept for incremental evaluation, per process; "
+    "beyond it the earliest cuts (or all) fall back to running the whole model.",
+)
 @json_option
 @force_option
 def command(**options: Any) -> None:
@@ -291,6 +317,11 @@ def command(**options: Any) -> None:
           --cluster tcp://scheduler:8786 --json campaign.json
       qtool flip cnn.int8.onnx --search progressive --bits 20 --data digits \\
           --until-accuracy 20 --seeds 5 --out attacked.onnx --manifest flips.json
+      qtool flip resnet.int8.onnx --search progressive --bits 50 --data npz:scans.npz \\
+          --time-budget 600 --out attacked.onnx --manifest flips.json
+
+    Ctrl-C or SIGTERM during a campaign or --search writes the trials done or the flips found
+    so far (marked partial) and exits 130; --apply accepts a partial search manifest.
     """
     args = FlipArgs(**options)
     check_outputs(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from qtool.commands.flip_views import (
     campaign_plot,
     campaign_table,
+    evaluation_line,
     evaluation_table,
     flips_table,
     replay_table,
@@ -19,6 +20,7 @@ from qtool.commands.flip_views import (
 from qtool.commands.options import cluster_spec, write_json_report
 from qtool.errors import QtoolError
 from qtool.faults.campaign import CampaignPlan, evaluate_manifest, run_campaign, stats_csv
+from qtool.faults.search.results import write_search
 from qtool.faults.storage import FlipSettings, inject, load_manifest, replay
 from qtool.modelfile.buffers import read_model_files, write_model_files
 from qtool.outputs import atomic_write
@@ -134,18 +136,38 @@ def campaign(args: FlipArgs) -> None:
         margin=None if args.margin is None else args.margin / 100.0,
         confidence=args.confidence / 100.0,
         max_trials=args.max_trials,
+        incremental=not args.full_eval,
+        cache_mb=args.cache_mb,
         **args.selection,
     )
+    try:
+        result = _run_campaign(args, plan)
+    except KeyboardInterrupt as exc:  # write what the trials done say, then exit 130
+        partial = getattr(exc, "campaign_result", None)
+        if partial is not None:
+            _campaign_outputs(args, partial)
+        raise
+    _campaign_outputs(args, result)
+
+
+def _run_campaign(args: FlipArgs, plan: CampaignPlan):
     spec = cluster_spec(args.cluster)
     if spec is None:
-        result = run_campaign(list(args.models), args.data_spec, plan)
-    else:
-        if args.workers != 1:
-            raise QtoolError("give --workers (processes here) or --cluster, not both")
-        from qtool.faults.campaign.distributed import dask_executor
+        return run_campaign(list(args.models), args.data_spec, plan, time_budget=args.time_budget)
+    if args.workers != 1:
+        raise QtoolError("give --workers (processes here) or --cluster, not both")
+    from qtool.faults.campaign.distributed import dask_executor
 
-        with dask_executor(spec, args.cluster_timeout) as execute:
-            result = run_campaign(list(args.models), args.data_spec, plan, executor=execute)
+    with dask_executor(spec, args.cluster_timeout) as execute:
+        return run_campaign(
+            list(args.models), args.data_spec, plan, executor=execute, time_budget=args.time_budget
+        )
+
+
+def _campaign_outputs(args: FlipArgs, result) -> None:
+    """Tables, JSON, CSV and plot of a campaign (partial ones say so)."""
+    for model in result.models:
+        info(evaluation_line(model.path, model.evaluation))
     show(campaign_table(result))
     where = f"on {result.cluster}, " if result.cluster else ""
     info(
@@ -159,36 +181,59 @@ def campaign(args: FlipArgs) -> None:
         atomic_write(args.csv_path, stats_csv(result.stats))
     if args.plot_path:
         campaign_plot(result, args.plot_path)
+    if result.partial:
+        info(f"{result.stopped}; the outputs hold the trials done (marked partial)")
 
 
 def search(args: FlipArgs) -> None:
-    """--search progressive: choose the bits (Bit-Flip Attack), write, print the log."""
-    from qtool.faults.search import repeated_search, write_search
+    """--search progressive: choose the bits (Bit-Flip Attack); the model, manifest and JSON
+    report are rewritten after every chosen flip (partial until the end), so Ctrl-C, SIGTERM
+    or --time-budget leave them valid; an interruption then exits 130."""
+    from qtool.faults.search import repeated_search
 
     _check_search(args)
     target = None if args.until_accuracy is None else args.until_accuracy / 100.0
-    result, summary = repeated_search(
-        args.models[0],
-        args.data_spec,
-        args.bits[0],
-        target,
-        attack_samples=args.attack_samples,
-        seeds=args.seeds,
-        seed=args.seed,
-        show_progress=True,
-        provider=args.providers[0],
-        precision=args.precision,
-        cluster=cluster_spec(args.cluster),
-        cluster_timeout=args.cluster_timeout,
-    )
-    write_search(result, args.out, args.manifest_path, force=args.force)
+
+    def save(result, summary: dict | None = None) -> None:
+        # the outputs were checked before the search started; later saves replace ours
+        write_search(result, args.out, args.manifest_path, force=True)
+        write_json_report(
+            args.json_path,
+            {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
+        )
+
+    try:
+        result, summary = repeated_search(
+            args.models[0],
+            args.data_spec,
+            args.bits[0],
+            target,
+            attack_samples=args.attack_samples,
+            seeds=args.seeds,
+            seed=args.seed,
+            show_progress=True,
+            time_budget=args.time_budget,
+            incremental=not args.full_eval,
+            cache_mb=args.cache_mb,
+            provider=args.providers[0],
+            precision=args.precision,
+            cluster=cluster_spec(args.cluster),
+            cluster_timeout=args.cluster_timeout,
+            checkpoint=save,
+        )
+    except KeyboardInterrupt as exc:
+        partial = getattr(exc, "search_result", None)
+        if partial is not None:
+            show(search_table(partial))
+            info(f"{partial.stopped}; the outputs hold the flips so far (marked partial)")
+        raise
+    save(result, summary)  # again: the manifest now carries the seeds summary
+    info(evaluation_line(result.model, result.evaluation))
     show(search_table(result))
+    if result.partial:
+        info(f"{result.stopped}; the outputs hold the flips found (marked partial)")
     if summary is not None:
         show(seeds_table(summary, args.until_accuracy, args.seed))
-    write_json_report(
-        args.json_path,
-        {"search": result.summary(), "seeds_summary": summary, "cluster": args.cluster},
-    )
 
 
 def _no_cluster(args: FlipArgs) -> None:
@@ -196,6 +241,11 @@ def _no_cluster(args: FlipArgs) -> None:
         raise QtoolError(
             "--cluster, --trials auto and --margin belong to campaigns (several --bits, "
             "models or --trials) and --search seeds"
+        )
+    if args.time_budget is not None:
+        raise QtoolError(
+            "a time budget stops campaigns and --search; one injection or replay is quick",
+            param="time_budget",
         )
 
 

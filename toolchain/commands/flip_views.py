@@ -11,6 +11,7 @@ from rich.table import Table
 from qtool.errors import MissingExtra
 from qtool.faults.campaign import CampaignResult, FlipEvaluation
 from qtool.faults.campaign.stats import COLLAPSE_MARGIN
+from qtool.faults.incremental import EvaluationMode
 from qtool.faults.search import SearchResult
 from qtool.outputs import atomic_path
 from qtool.report import fmt_pct, table
@@ -65,6 +66,24 @@ def evaluation_table(ev: FlipEvaluation) -> Table:
             ],
             ["NaN/Inf outputs", ev.clean_nonfinite_rows, ev.nonfinite_rows],
         ],
+    )
+
+
+def evaluation_line(model: str, mode: EvaluationMode) -> str:
+    """How faulted versions of a model were evaluated, in one line."""
+    name = Path(model).name
+    if mode.mode == "full":
+        return f"{name}: whole model per evaluation ({mode.reason})"
+    given_up = []
+    if mode.cuts_over_limit:
+        given_up.append(f"{mode.cuts_over_limit} earliest cuts over the cache limit")
+    if mode.cuts_not_identical:
+        given_up.append(f"{mode.cuts_not_identical} cuts ONNX Runtime fuses across")
+    rows = ", skipping rows that match the clean run" if mode.rowwise else ""
+    return (
+        f"{name}: incremental, {mode.segments} segments{rows}, activation cache "
+        f"{mode.cache_mb:.0f} MB of {mode.limit_mb:g} MB"
+        + (f" ({'; '.join(given_up)} left out)" if given_up else "")
     )
 
 

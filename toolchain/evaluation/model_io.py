@@ -133,6 +133,19 @@ def _pick_output(outputs: list, name: str | None):
     return scores[0]
 
 
+def batches(io: ModelIO, x: np.ndarray, batch: int = 64):
+    """(rows, feed) per ONNX Runtime run, as `run_scores` runs them: `batch` rows at a time,
+    or the static batch with the last one zero-padded (keep the first `rows` outputs)."""
+    step = io.fixed_batch or batch
+    for start in range(0, len(x), step):
+        part = x[start : start + step]
+        if io.fixed_batch and len(part) < step:  # pad the last batch of a static-batch model
+            pad = np.zeros((step - len(part),) + part.shape[1:], dtype=part.dtype)
+            yield len(part), np.concatenate([part, pad])
+        else:
+            yield len(part), part
+
+
 def run_scores(
     session: ort.InferenceSession, io: ModelIO, x: np.ndarray, batch: int = 64
 ) -> np.ndarray:
@@ -145,21 +158,17 @@ def run_scores(
             "input only)",
             param="input_name",
         )
-    step = io.fixed_batch or batch
     chunks = []
-    for start in range(0, len(x), step):
-        part = x[start : start + step]
-        if io.fixed_batch and len(part) < step:  # pad the last batch of a static-batch model
-            pad = np.zeros((step - len(part),) + part.shape[1:], dtype=part.dtype)
-            out = _run(session, io, np.concatenate([part, pad]))[: len(part)]
-        else:
-            out = _run(session, io, part)
-        if out.ndim == 0 or out.shape[0] != len(part) or out.size == 0:
+    for rows, feed in batches(io, x, batch):
+        out = _run(session, io, feed)
+        if len(feed) != rows:  # padded: keep the real rows
+            out = out[:rows]
+        if out.ndim == 0 or out.shape[0] != rows or out.size == 0:
             raise QtoolError(
                 f"output {io.output_name!r} has shape {list(out.shape)} for a batch of "
-                f"{len(part)}; qtool reads one row of class scores per sample"
+                f"{rows}; qtool reads one row of class scores per sample"
             )
-        chunks.append(out.reshape(len(part), -1))
+        chunks.append(out.reshape(rows, -1))
     if not chunks:
         raise QtoolError("the data set is empty; nothing to evaluate")
     scores = np.concatenate(chunks)

@@ -59,8 +59,8 @@ def prepare_job_models(
     sources = list(files) if files is not None else [None] * len(job.paths)
     return [
         prepare_model(
-            path, data, plan, plan.opt_level, provider=provider, precision=plan.precision,
-            files=f,
+            path, data, plan, provider=provider, precision=plan.precision, files=f,
+            **plan.prepare_options(),
         )
         for provider in plan.providers
         for path, f in zip(job.paths, sources, strict=True)

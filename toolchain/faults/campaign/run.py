@@ -4,6 +4,12 @@ For each model, budget (number of bits) and trial, `trials.run_trial` hits that 
 bits and scores the model; `stats.budget_stats` summarises the trials of each budget. Trials
 run through an executor (`executor.py`): in this process, in worker processes or on a Dask
 cluster. `trials="auto"` sizes each budget by rounds until a rule of `sizing.py` stops it.
+
+Trials are handed out trial-major (trial 0 of every model and budget, then trial 1, ...), so
+a campaign stopped early by its time budget or by Ctrl-C / SIGTERM has about as many
+trials in every budget; its result is then marked partial (with the reason) and summarises
+the trials done. An interruption re-raises KeyboardInterrupt carrying that result as
+`.campaign_result`, so the caller can write it before exiting.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from qtool.faults.campaign.stats import (
     chance_accuracy,
 )
 from qtool.faults.campaign.trials import DEFAULT_OPT_LEVEL, PreparedModel
+from qtool.faults.incremental import DEFAULT_CACHE_MB, EvaluationMode
 from qtool.faults.storage.selection import Selection
 from qtool.report import progress
 from qtool.runtimes.providers import DEFAULT_PRECISION, compared_specs
+from qtool.stopping import Deadline, OutOfTime, signal_name, stop_on_signals
 
 DEFAULT_MAX_TRIALS = 10_000  # trials="auto": the most one budget may take (--max-trials)
 
@@ -56,6 +64,8 @@ class CampaignPlan(Selection):
     margin: float | None = None  # trials="auto": half-width of the mean accuracy (fraction)
     confidence: float = 0.95
     max_trials: int = DEFAULT_MAX_TRIALS  # trials="auto": per budget, whatever the rules say
+    incremental: bool = True  # re-run only the layers after a fault (bit-identical)
+    cache_mb: float = DEFAULT_CACHE_MB  # per process; beyond it trials run the whole model
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -76,6 +86,16 @@ class CampaignPlan(Selection):
         if not self.auto:
             limits.check("trials", self.trials, "trials per budget", param="trials")
         limits.check("threads", self.workers, "worker processes", param="workers")
+        if self.cache_mb < 0:
+            raise QtoolError(f"{self.cache_mb} MB: give a size of 0 or more", param="cache_mb")
+
+    def prepare_options(self) -> dict:
+        """How each process prepares the models (`prepare_model` keywords)."""
+        return {
+            "opt_level": self.opt_level,
+            "incremental": self.incremental,
+            "cache_mb": self.cache_mb,
+        }
 
     @property
     def auto(self) -> bool:
@@ -106,6 +126,7 @@ class ModelInfo:
     eligible_bits: int
     eligible_tensors: int
     converted_to_raw_data: list[str]
+    evaluation: EvaluationMode  # incremental or full, and why
 
 
 @dataclass
@@ -132,6 +153,8 @@ class CampaignResult:
     models: list[ModelInfo] = field(default_factory=list)
     stats: list[BudgetStats] = field(default_factory=list)
     trial_results: list[TrialResult] = field(default_factory=list)
+    partial: bool = False  # stopped early (time budget, signal): fewer trials than planned
+    stopped: str | None = None  # why
 
 
 def run_campaign(
@@ -141,8 +164,10 @@ def run_campaign(
     *,
     show_progress: bool = True,
     executor: Executor | None = None,
+    time_budget: float | None = None,
 ) -> CampaignResult:
-    """Accuracy vs number of faulted bits for each model; see the module docstring."""
+    """Accuracy vs number of faulted bits for each model; see the module docstring.
+    `time_budget` (seconds, counted from the first trial) stops the trials early."""
     if not models:
         raise QtoolError("give at least one model", param="models")
     data = load_dataset(data_spec, plan.split)
@@ -162,24 +187,42 @@ def run_campaign(
     own = executor is None
     execute = executor or default_executor(plan.workers)
     start = time.perf_counter()
+    results: list[TrialResult] = []  # filled as trials complete, kept when stopped early
+    sizing, stopped = None, None
+    deadline = Deadline(time_budget)
     try:
-        results, sizing = _run_trials(job, prepared, data.y, plan, execute, show_progress)
+        with stop_on_signals():
+            sizing = _run_trials(job, prepared, data.y, plan, execute, show_progress,
+                                 results, deadline)  # fmt: skip
+    except OutOfTime as exc:
+        stopped = f"{exc} after {len(results)} trials"
+    except KeyboardInterrupt as exc:
+        why = f"interrupted ({signal_name(exc)}) after {len(results)} trials"
+        exc.campaign_result = _finish(data, plan, prepared, results, start, execute, why)
+        raise
     finally:
         if own:
             close_executor(execute)
-    seconds = time.perf_counter() - start
-    results.sort(key=lambda r: (r.model, r.bits, r.trial))
-    result = _result(data, plan, prepared, results, seconds)
-    result.workers = getattr(execute, "workers", plan.workers)
-    result.cluster = getattr(execute, "cluster", None)
+    result = _finish(data, plan, prepared, results, start, execute, stopped)
     if sizing is not None:
         result.sizing = _sizing_record(plan, sizing)
     return result
 
 
-def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_progress: bool):
-    """Every trial through the executor, feeding the progress bar as each one completes."""
-    results: list[TrialResult] = []
+def _finish(data, plan, prepared, results, start, execute, stopped: str | None):
+    """The result of the trials done (partial when `stopped` says why)."""
+    seconds = time.perf_counter() - start
+    results = sorted(results, key=lambda r: (r.model, r.bits, r.trial))
+    result = _result(data, plan, prepared, results, seconds)
+    result.workers = getattr(execute, "workers", plan.workers)
+    result.cluster = getattr(execute, "cluster", None)
+    result.partial, result.stopped = stopped is not None, stopped
+    return result
+
+
+def _run_trials(job, prepared, y, plan, execute, show_progress, results, deadline: Deadline):
+    """Every trial through the executor, feeding the progress bar and `results` as each one
+    completes; OutOfTime once `deadline` passes. Returns the sizing records (trials=auto)."""
     with progress() as bar:
         task_id = bar.add_task("flip trials", total=0, status="")
         bar.update(task_id, visible=show_progress)
@@ -193,16 +236,18 @@ def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_pr
                 model = prepared[r.model]
                 status = f"{Path(model.path).name} on {model.provider}, {r.bits} bits"
                 bar.update(task_id, advance=1, status=status)
+                deadline.check()
             return out
 
         if not plan.auto:
             tasks = [
-                TrialTask(m, b, t) for m in range(len(prepared)) for b in plan.budgets
-                for t in range(int(plan.trials))
+                TrialTask(m, b, t) for t in range(int(plan.trials))
+                for m in range(len(prepared)) for b in plan.budgets
             ]  # fmt: skip
-            return run(tasks), None
+            run(tasks)
+            return None
         assert plan.margin is not None
-        return sized_trials(
+        _, sizing = sized_trials(
             [(_entry(p), p.space.total) for p in prepared],
             plan.budgets,
             margin=plan.margin,
@@ -213,6 +258,7 @@ def _run_trials(job, prepared, y, plan: CampaignPlan, execute: Executor, show_pr
                 [TrialTask(m, b, t) for m, b, lo, hi in batch for t in range(lo, hi)]
             ),
         )
+        return sizing
 
 
 def _entry(p: PreparedModel) -> str:
@@ -234,17 +280,13 @@ def _sizing_record(plan: CampaignPlan, sizing: list[BudgetSizing]) -> dict:
 
 def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, seconds: float):
     chance = chance_accuracy(data.y)
-    stats = [
-        budget_stats(
-            p.path,
-            b,
-            [r for r in results if r.model == m and r.bits == b],
-            chance,
-            plan.seed,
-            provider=p.provider,
-        )
-        for m, p in enumerate(prepared)
-        for b in plan.budgets
+    groups = {(m, b): [] for m in range(len(prepared)) for b in plan.budgets}
+    for r in results:
+        groups[r.model, r.bits].append(r)
+    stats = [  # a campaign stopped early may have budgets without trials
+        budget_stats(prepared[m].path, b, group, chance, plan.seed, provider=prepared[m].provider)
+        for (m, b), group in groups.items()
+        if group
     ]
     infos = [
         ModelInfo(
@@ -256,6 +298,7 @@ def _result(data, plan: CampaignPlan, prepared: list[PreparedModel], results, se
             eligible_bits=p.space.total,
             eligible_tensors=len(p.targets),
             converted_to_raw_data=p.converted,
+            evaluation=p.evaluation,
         )
         for p in prepared
     ]

@@ -6,6 +6,12 @@ restores the bytes, so the model is never re-serialised and never re-read. Every
 bits come from its own seed (seed, model sha256, budget, trial), so results do not depend on
 the number of worker processes or on the order in which trials run, and the same model on two
 execution providers gets the same flips in the same trials (a paired comparison of kernels).
+
+With incremental evaluation (the default; `qtool.faults.incremental`) the same bits are
+applied to the segment models that read them and only the layers from there on run, on
+cached clean activations; the scores are bit-identical to the whole model's (checked when
+the model is prepared, else the trial runs the whole model). The segments and the cache
+are built once per process, in `prepare_model`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ from onnx import external_data_helper
 from qtool.data.datasets import Dataset
 from qtool.errors import QtoolError
 from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
+from qtool.evaluation.model_io import batches
 from qtool.faults.campaign.stats import TrialResult
+from qtool.faults.incremental import (
+    DEFAULT_CACHE_MB,
+    ActivationCache,
+    EvaluationMode,
+    Incremental,
+    NotIdentical,
+    build_incremental,
+)
+from qtool.faults.incremental.segments import session_factory
 from qtool.faults.storage.models import StorageFault
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.space import BitSpace, bit_space
@@ -61,11 +77,19 @@ class Scores:
     nonfinite: np.ndarray  # rows with any NaN/Inf score
 
 
-def predict(session, io: ModelIO, x: np.ndarray) -> Scores:
-    scores = run_scores(session, io, x, batch=max(1, min(len(x), 1024)))
-    nonfinite = ~np.isfinite(scores).all(axis=1)
-    pred = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=1)
+def eval_batch(x: np.ndarray) -> int:
+    """Rows per ONNX Runtime run when scoring a data set (the incremental cache uses the same)."""
+    return max(1, min(len(x), 1024))
+
+
+def scores_of(raw: np.ndarray) -> Scores:
+    nonfinite = ~np.isfinite(raw).all(axis=1)
+    pred = np.argmax(np.nan_to_num(raw, nan=-np.inf), axis=1)
     return Scores(pred, nonfinite)
+
+
+def predict(session, io: ModelIO, x: np.ndarray) -> Scores:
+    return scores_of(run_scores(session, io, x, batch=eval_batch(x)))
 
 
 @dataclass
@@ -84,8 +108,11 @@ class PreparedModel:
     converted: list[str]
     opt_level: str
     threads: int
+    evaluation: EvaluationMode
     provider: str = "cpu"
     precision: str = DEFAULT_PRECISION
+    incremental: Incremental | None = None
+    cache: ActivationCache | None = None
 
     @property
     def fault(self) -> StorageFault:
@@ -112,10 +139,13 @@ def prepare_model(
     precision: str = DEFAULT_PRECISION,
     *,
     files: ModelFiles | None = None,
+    incremental: bool = False,
+    cache_mb: float = DEFAULT_CACHE_MB,
 ) -> PreparedModel:
     """Read (or take the bytes already read from `path`), inline, select and convert once;
     score the clean model on the data, on the execution provider every trial of this model
-    will run on."""
+    will run on; with `incremental`, cut it into verified segments and cache their inputs (at
+    most `cache_mb` MB, else the whole model runs in every trial)."""
     files = files if files is not None else read_model_files(path)
     sha = files.sha256()[""]
     inline = ModelFiles(Path(path), inline_bytes(files))
@@ -135,6 +165,16 @@ def prepare_model(
     )
     io = model_io(session, meta)
     x = io.prepare(data.x)
+    raw = run_scores(session, io, x, batch=eval_batch(x))
+    mode, inc, cache = (
+        EvaluationMode("full", "whole-model evaluation asked for", limit_mb=cache_mb),
+        None,
+        None,
+    )
+    if incremental:
+        new_session = session_factory(threads, opt_level, provider, precision)
+        inc, mode, cache = _incremental(inline.main, io, targets, x, raw, session, new_session,
+                                        cache_mb)  # fmt: skip
     return PreparedModel(
         path=str(path),
         sha256=sha,
@@ -144,13 +184,34 @@ def prepare_model(
         space=space,
         io=io,
         x=x,
-        clean=predict(session, io, x),
+        clean=scores_of(raw),
         converted=converted,
         opt_level=opt_level,
         threads=threads,
         provider=provider,
         precision=precision,
+        evaluation=mode,
+        incremental=inc,
+        cache=cache,
     )
+
+
+def _incremental(buf, io, targets, x, raw, session, new_session, cache_mb):
+    """(segments, how trials are evaluated, cache), or no segments and why not."""
+    rows = sum(len(feed) for _, feed in batches(io, x, eval_batch(x)))
+    inc, mode = build_incremental(
+        buf, io, targets, x, session, new_session, rows=rows, limit_mb=cache_mb
+    )
+    if inc is None:
+        return None, mode, None
+    try:
+        cache = inc.cache(x, eval_batch(x), raw)
+    except NotIdentical as exc:
+        mode.mode, mode.reason = "full", f"{exc} on the data set"
+        return None, mode, None
+    mode.cache_mb = cache.nbytes / 2**20
+    mode.rowwise = inc.rowwise
+    return inc, mode, cache
 
 
 def trial_rng(seed: int, model_key: int, bits: int, trial: int) -> np.random.Generator:
@@ -164,16 +225,31 @@ def run_trial(
     rng = trial_rng(seed, model.key, bits, trial)
     buffers = {None: model.buf}
     hits = model.fault.draw(model.space, bits, rng, buffers)
-    undo = model.fault.apply(buffers, [model.targets[h.target].site(h.word, h.bit) for h in hits])
-    try:
-        scores = predict(model.session(), model.io, model.x)
-    except Exception as exc:  # a flipped model ONNX Runtime refuses: counted, not fatal
-        return TrialResult(index, bits, trial, 0.0, 0.0, 0, str(exc).splitlines()[0][:200])
-    finally:
-        undo.restore()
+    sites = [model.targets[h.target].site(h.word, h.bit) for h in hits]
+    scores = _incremental_scores(model, sites)
+    if scores is None:
+        undo = model.fault.apply(buffers, sites)
+        try:
+            scores = predict(model.session(), model.io, model.x)
+        except Exception as exc:  # a flipped model ONNX Runtime refuses: counted, not fatal
+            return TrialResult(index, bits, trial, 0.0, 0.0, 0, str(exc).splitlines()[0][:200])
+        finally:
+            undo.restore()
     clean_ok = model.clean.pred == y
     wrong = (scores.pred != y) & ~scores.nonfinite
     sdc = float((clean_ok & wrong).sum() / max(1, clean_ok.sum()))
     return TrialResult(
         index, bits, trial, float((scores.pred == y).mean()), sdc, int(scores.nonfinite.sum())
     )
+
+
+def _incremental_scores(model: PreparedModel, sites: list) -> Scores | None:
+    """Scores from the segments the faults touch onward, or None to run the whole model (no
+    segments, or ONNX Runtime refused a faulted segment: the whole model says how)."""
+    if model.incremental is None or model.cache is None:
+        return None
+    try:
+        sessions = model.incremental.segments.patched_sessions(model.fault, sites)
+        return scores_of(model.incremental.scores(model.cache, sessions))
+    except Exception:  # noqa: BLE001 - the whole model reproduces the failure and its message
+        return None

@@ -1,5 +1,5 @@
-"""The model under attack: its bytes, weight targets, attack batch and ONNX Runtime scoring,
-shared by both searchers (gradient and oracle)."""
+"""The model under attack: its bytes, weight targets, attack batch and test split, scored in
+ONNX Runtime (`scoring.py`), shared by both searchers (gradient and oracle)."""
 
 from __future__ import annotations
 
@@ -11,46 +11,22 @@ import onnx
 
 from qtool.data.datasets import Dataset, load_dataset, parse_spec
 from qtool.errors import QtoolError
-from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
-from qtool.faults.campaign.trials import Scores, predict
+from qtool.evaluation.evaluate import ModelIO, model_io
+from qtool.faults.campaign.trials import Scores, scores_of
+from qtool.faults.incremental import DEFAULT_CACHE_MB
+from qtool.faults.search.losses import OBJECTIVES, loss_from_scores, score_kind
+from qtool.faults.search.scoring import FLIP, OPT_LEVEL, Scoring
 from qtool.faults.search.values import NUMPY_TYPES, SEARCH_TYPES
-from qtool.faults.storage.models import FAULT_MODELS, Undo
 from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import prepare_bytes, select_targets
 from qtool.modelfile.buffers import ModelFiles, read_model_files
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import graph_roles
 from qtool.runtimes import make_session
+from qtool.stopping import Deadline
 
 ATTACK_SPLIT = "train"
-OPT_LEVEL = "basic"
 WEIGHTS = Selection()  # every weight tensor, every bit: the attacker may choose any of them
-FLIP = FAULT_MODELS.get("flip")
-
-
-def loss_from_scores(scores: np.ndarray, labels: np.ndarray, kind: str) -> float:
-    """Mean cross-entropy of ORT scores (logits, probabilities or log-probabilities)."""
-    s = np.asarray(scores, dtype=np.float64)
-    with np.errstate(all="ignore"):
-        if kind == "probs":
-            logp = np.log(np.clip(s, 1e-45, None))
-        elif kind == "log_probs":
-            logp = s
-        else:
-            m = s.max(axis=1, keepdims=True)
-            logp = s - m - np.log(np.exp(s - m).sum(axis=1, keepdims=True))
-        loss = float(-logp[np.arange(len(labels)), labels].mean())
-    return loss if np.isfinite(loss) else float("inf")
-
-
-def score_kind(proto: onnx.ModelProto, output: str) -> str:
-    """What the model's output holds: "probs" (after Softmax), "log_probs" or "logits"."""
-    node = next((n for n in proto.graph.node if output in n.output), None)
-    if node is not None and node.op_type == "Softmax":
-        return "probs"
-    if node is not None and node.op_type == "LogSoftmax":
-        return "log_probs"
-    return "logits"
 
 
 Loader = Callable[[str, str], Dataset]  # (spec, split) -> samples; load_dataset by default
@@ -104,6 +80,8 @@ class SearchModel:
         *,
         files: ModelFiles | None = None,
         load: Loader | None = None,
+        incremental: bool = True,
+        cache_mb: float = DEFAULT_CACHE_MB,
     ):
         """`files` (the bytes read from `path`, flipped in place) and `load` stand in for the
         file system on a worker that was sent them (`search/distributed.py`)."""
@@ -127,28 +105,26 @@ class SearchModel:
         self.flippable_sha = self.files.sha256()[""]
         _, self.readers = graph_roles(self.files.main)
         self.proto = onnx.ModelProto.FromString(bytes(self.files.main))
-        session = self.session()
+        session = make_session(
+            bytes(self.files.main), [provider], threads=1, opt_level=OPT_LEVEL,
+            spinning=False, precision=precision,
+        )  # fmt: skip
         self.io: ModelIO = model_io(session, qtool_metadata(self.proto))
         self.kind = score_kind(self.proto, self.io.output_name)
         self.attack, self.evaluation = split_data(data, attack_samples, seed, load or load_dataset)
         self.xa = self.io.prepare(self.attack.x)
         self.xe = self.io.prepare(self.evaluation.x)
-        self.labels = predict(session, self.io, self.xa).pred  # the model's own answers
+        self.scoring = Scoring(
+            self.files.main, self.io, self.targets, self.xa, self.xe,
+            incremental=incremental, cache_mb=cache_mb, provider=provider, precision=precision,
+        )  # fmt: skip
+        self.labels = scores_of(self.scoring.attack).pred  # the model's own answers
+        self.broken = False  # ONNX Runtime refused the flipped bytes
         self.flipped: set[tuple[int, int, int]] = set()
 
     @property
     def total_bits(self) -> int:
         return sum(t.words * SEARCH_TYPES[t.loc.data_type] for t in self.targets)
-
-    def session(self):
-        return make_session(
-            bytes(self.files.main),
-            [self.provider],
-            threads=1,
-            opt_level=OPT_LEVEL,
-            spinning=False,
-            precision=self.precision,
-        )
 
     def words(self, i: int) -> np.ndarray:
         """Target i's stored values (no copy: they follow the flips)."""
@@ -156,27 +132,46 @@ class SearchModel:
         dtype = NUMPY_TYPES[t.loc.data_type]
         return np.frombuffer(self.files.main, dtype=dtype, count=t.words, offset=t.loc.offset)
 
-    def flip(self, i: int, word: int, bit: int) -> Undo:
-        """Toggle one bit of target i in the bytes."""
-        return FLIP.apply({None: self.files.main}, [self.targets[i].site(word, bit)])
+    def objective(self, name: str) -> Callable[[np.ndarray], float]:
+        """The attack objective ("ce" or "margin") of attack-batch scores (inf: broken)."""
+        fn = OBJECTIVES[name]
+        return lambda scores: float("inf") if scores is None else fn(scores, self.labels, self.kind)
 
-    def ort_attack_loss(self, session=None) -> tuple[float, float]:
-        """(attack loss, fraction of attack samples still given their clean label) in ORT."""
-        try:
-            session = session or self.session()
-        except QtoolError:
+    def candidate_losses(
+        self, bits: list[tuple[int, int, int]], objective: str, deadline: Deadline | None = None
+    ) -> list[tuple[float, float]]:
+        """(objective, attack error rate) with each (target, word, bit) flipped alone."""
+        sites = [self.targets[i].site(w, b) for i, w, b in bits]
+        loss = self.objective(objective)
+        out = []
+        for scores in self.scoring.candidate_scores(sites, deadline):
+            errors = 1.0 if scores is None else 1.0 - self.agreement(scores)
+            out.append((loss(scores), errors))
+        return out
+
+    def agreement(self, scores: np.ndarray) -> float:
+        """Fraction of attack samples still given their clean label."""
+        return float((scores_of(scores).pred == self.labels).mean())
+
+    def commit(self, i: int, word: int, bit: int) -> None:
+        """Toggle one bit of target i in the bytes and score the result."""
+        site = self.targets[i].site(word, bit)
+        FLIP.apply({None: self.files.main}, [site])
+        self.flipped.add((i, word, bit))
+        self.broken = self.broken or not self.scoring.commit(site)
+
+    def attack_loss(self) -> tuple[float, float]:
+        """(cross-entropy, agreement) of the current bytes on the attack batch."""
+        if self.broken:
             return float("inf"), 0.0
-        scores = run_scores(session, self.io, self.xa, batch=max(1, len(self.xa)))
-        agree = float((np.argmax(np.nan_to_num(scores, nan=-np.inf), 1) == self.labels).mean())
-        return loss_from_scores(scores, self.labels, self.kind), agree
+        scores = self.scoring.attack
+        return loss_from_scores(scores, self.labels, self.kind), self.agreement(scores)
 
     def evaluate(self) -> tuple[Scores | None, float, float, float]:
         """(test scores, test accuracy, ORT attack loss, attack agreement) of the current bytes."""
-        try:
-            session = self.session()
-        except QtoolError:  # ORT refuses the flipped file: the model is broken
+        if self.broken:  # ORT refuses the flipped file: the model is broken
             return None, 0.0, float("inf"), 0.0
-        scores = predict(session, self.io, self.xe)
+        scores = scores_of(self.scoring.test)
         acc = float((scores.pred == self.evaluation.y).mean())
-        loss, agree = self.ort_attack_loss(session)
+        loss, agree = self.attack_loss()
         return scores, acc, loss, agree

@@ -24,7 +24,8 @@ from qtool.cluster.units import UnitRunner
 from qtool.data.datasets import Dataset, load_dataset
 from qtool.errors import QtoolError
 from qtool.faults.search.attacked import split_data
-from qtool.faults.search.progressive import SearchResult, progressive_search
+from qtool.faults.search.progressive import progressive_search
+from qtool.faults.search.results import SearchResult
 from qtool.faults.storage.manifest import replay
 from qtool.modelfile.buffers import ModelFiles, read_model_files
 

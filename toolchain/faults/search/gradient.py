@@ -1,10 +1,12 @@
 """The gradient searcher: first-order ranking of every (element, bit) flip with the torch
-replica, then the exact attack loss of the best few per layer.
+replica; the progressive loop then measures the best few per layer in ONNX Runtime.
 
 For each target layer, dL/dW on the attack batch times each flip's value change ranks all
 flips (int8: two's complement, MSB worth -128; FP32: the IEEE-754 word with the bit toggled,
 non-finite results left out of the ranking); the top `per_layer` that raise the loss are
-then measured in the replica with that one element changed.
+the layer's candidates. dL/dW is accumulated over chunks of the attack batch sized so the
+autograd graph of one chunk stays under GRAD_MEMORY_MB: memory no longer grows with the
+number of attack samples.
 """
 
 from __future__ import annotations
@@ -12,15 +14,18 @@ from __future__ import annotations
 import numpy as np
 
 from qtool.faults.search.attacked import SearchModel
-from qtool.faults.search.values import SEARCH_TYPES, flipped_values
+from qtool.faults.search.losses import MARGIN_CAP
+from qtool.faults.search.values import NUMPY_TYPES, SEARCH_TYPES, flipped_values
+from qtool.stopping import Deadline
 
-MARGIN_CAP = 1.0
+GRAD_MEMORY_MB = 512  # autograd memory of one chunk of the attack batch (estimated)
+AUTOGRAD_FACTOR = 4  # saved activations, their gradients and temporaries per forward tensor
 # (first-order gain, target, word, bit, new value)
 Candidate = tuple[float, int, int, int, float]
 
 
 class GradientSearcher:
-    """First-order ranking with the torch replica, exact loss of the best few per layer."""
+    """First-order ranking of every bit flip with the torch replica."""
 
     def __init__(self, model: SearchModel, per_layer: int, objective: str = "auto"):
         from qtool.runtimes.torch_replica import TorchReplica, UnsupportedGraph, torch_module
@@ -41,88 +46,130 @@ class GradientSearcher:
         self.loss_tensor, self.loss_kind = self.replica.logits_name(model.io.output_name)
         self.x = self.torch.from_numpy(np.ascontiguousarray(model.xa))
         self.y = self.torch.from_numpy(model.labels.astype(np.int64))
-        replica_pred = self._forward().argmax(1).numpy()
-        agreement = float((replica_pred == model.labels).mean())
+        self.chunk = self._chunk_rows()
+        with self.torch.no_grad():
+            pred = np.concatenate([self._forward(s).argmax(1).numpy() for s in self._chunks()])
+        agreement = float((pred == model.labels).mean())
         if agreement < 0.9:
             raise UnsupportedGraph(
                 f"the torch replica agrees with ONNX Runtime on only {100 * agreement:.0f} % "
                 "of the attack batch"
             )
 
-    def _forward(self, changed: str | None = None):
-        if changed is None:
-            env = self.replica.run_env({self.model.io.input_name: self.x})
-            self.cache = env
-        else:
-            env = self.replica.run_env(cache=self.cache, changed=[changed])
-        self.cache_out = env[self.loss_tensor].reshape(len(self.x), -1)
-        return self.cache_out
+    def _chunk_rows(self) -> int:
+        """Attack samples per chunk: GRAD_MEMORY_MB over the replica's bytes per sample (the
+        growth of its tensors from one sample to two: weights and their dequantised copies
+        do not grow with the batch)."""
+        made = {o for node in self.replica.graph.node for o in node.output}
 
-    def loss(self, grad: bool = False, changed: str | None = None):
+        def nbytes(rows: int) -> int:
+            with self.torch.no_grad():
+                env = self.replica.run_env({self.model.io.input_name: self.x[:rows]})
+            return sum(
+                v.numel() * v.element_size()
+                for name, v in env.items()
+                if name in made and isinstance(v, self.torch.Tensor)
+            )
+
+        per_row = nbytes(2) - nbytes(1) if len(self.x) > 1 else nbytes(1)
+        rows = GRAD_MEMORY_MB * 2**20 // max(1, per_row * AUTOGRAD_FACTOR)
+        return int(min(len(self.x), max(1, rows)))
+
+    def _chunks(self) -> list[slice]:
+        return [slice(s, s + self.chunk) for s in range(0, len(self.x), self.chunk)]
+
+    def _forward(self, rows: slice):
+        env = self.replica.run_env({self.model.io.input_name: self.x[rows]})
+        return env[self.loss_tensor].reshape(len(self.x[rows]), -1)
+
+    def _loss(self, rows: slice):
+        """The objective's mean over one chunk."""
         torch = self.torch
-        with torch.set_grad_enabled(grad):
-            out = self._forward(changed)
-            if self.objective == "margin":  # mean clamped logit margin (CW-style)
-                own = out.gather(1, self.y[:, None])[:, 0]
-                mask = torch.nn.functional.one_hot(self.y, out.shape[1]).bool()
-                other = out.masked_fill(mask, float("-inf")).amax(1)
-                return torch.clamp(other - own, max=MARGIN_CAP).mean()
-            if self.loss_kind == "log_probs":
-                return torch.nn.functional.nll_loss(out, self.y)
-            return torch.nn.functional.cross_entropy(out, self.y)
+        out, y = self._forward(rows), self.y[rows]
+        if self.objective == "margin":  # mean clamped logit margin (CW-style)
+            own = out.gather(1, y[:, None])[:, 0]
+            mask = torch.nn.functional.one_hot(y, out.shape[1]).bool()
+            other = out.masked_fill(mask, float("-inf")).amax(1)
+            return torch.clamp(other - own, max=MARGIN_CAP).mean()
+        if self.loss_kind == "log_probs":
+            return torch.nn.functional.nll_loss(out, y)
+        return torch.nn.functional.cross_entropy(out, y)
 
     def sync(self, i: int, word: int) -> None:
         """Copy a flipped element's value from the bytes into the replica."""
         t = self.model.targets[i]
         self.replica.set_element(t.loc.name, word, float(self.model.words(i)[word]))
 
-    def candidates(self) -> tuple[float, list[Candidate]]:
-        """(current loss, [(first-order gain, target, word, bit, new value)]) per layer."""
+    def gradients(self, deadline: Deadline | None = None) -> float:
+        """dL/dW of the attack batch into the replica's leaves, chunk by chunk; the loss."""
         for p in self.replica.params.values():
             p.grad = None
-        loss = self.loss(grad=True)
-        base = float(loss.detach())
+        total = 0.0
+        for rows in self._chunks():
+            if deadline is not None:
+                deadline.check()
+            loss = self._loss(rows) * (len(self.x[rows]) / len(self.x))
+            value = float(loss.detach())
+            total += value
+            if not np.isfinite(value):
+                return float("inf")
+            loss.backward()
+        return total
+
+    def candidates(self, deadline: Deadline | None = None) -> tuple[float, list[Candidate]]:
+        """(current replica loss, [(first-order gain, target, word, bit, new value)]): the top
+        `per_layer` flips of each layer that raise the loss."""
+        base = self.gradients(deadline)
         if not np.isfinite(base):
             return float("inf"), []
-        loss.backward()
         out = []
         for i, t in enumerate(self.model.targets):
             leaf = self.replica.params[t.loc.name]
             if leaf.grad is None:
                 continue
             g = np.nan_to_num(leaf.grad.detach().reshape(-1).double().numpy())
-            values = self.model.words(i)
-            nbits = SEARCH_TYPES[t.loc.data_type]
-            new = flipped_values(t.loc.data_type, values, np.arange(nbits))
-            with np.errstate(over="ignore", invalid="ignore"):
-                delta = new - values.astype(np.float64)[:, None]
-                gain = g[:, None] * delta
-            gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
-            for j, w, b in self.model.flipped:
-                if j == i:
-                    gain[w, b] = -np.inf
-            flat = gain.reshape(-1)
-            k = min(self.per_layer, flat.size)
-            top = np.argpartition(-flat, k - 1)[:k]
-            for idx in top[np.argsort(-flat[top])]:
-                if flat[idx] > 0:
-                    w, b = divmod(int(idx), nbits)
-                    out.append((float(flat[idx]), i, w, b, float(new[w, b])))
+            flipped = [(w, b) for j, w, b in self.model.flipped if j == i]
+            for gain, w, b, new in self._layer_top(i, g, flipped):
+                out.append((gain, i, w, b, new))
         return base, out
 
-    def measure(self, i: int, word: int, new_value: float) -> tuple[float, float]:
-        """(real attack loss, attack error rate) with one element changed (then restored)."""
-        name = self.model.targets[i].loc.name
-        leaf = self.replica.params[name]
-        old = float(leaf.detach().reshape(-1)[word])
-        self.replica.set_element(name, word, new_value)
-        try:
-            with np.errstate(all="ignore"):
-                value = float(self.loss(changed=name))
-                pred = self.cache_out.argmax(1)
-                errors = float((pred != self.y).float().mean())
-        finally:
-            self.replica.set_element(name, word, old)
-        if not np.isfinite(value):
-            return float("inf"), 1.0
-        return value, errors
+    def _layer_top(self, i: int, g: np.ndarray, flipped: list[tuple[int, int]]):
+        """The `per_layer` flips of target i with the largest positive first-order gain, as
+        (gain, word, bit, new value), best first (ties: lowest word, then bit). One bit
+        position at a time, so memory is a few copies of the tensor, not one per bit."""
+        t = self.model.targets[i]
+        values = self.model.words(i)
+        old = values.astype(np.float64)
+        nbits = SEARCH_TYPES[t.loc.data_type]
+        k = min(self.per_layer, values.size * nbits)
+        best: list[tuple[float, int, float]] = []  # (gain, flat index w * nbits + b, new)
+        table = _byte_table(t.loc.data_type)  # int8/uint8: new value per stored byte and bit
+        codes = values.view(np.uint8) if table is not None else None
+        for b in range(nbits):
+            if table is not None:
+                new = table[b][codes]  # exact, as flipped_values, one gather instead of five
+            else:
+                new = flipped_values(t.loc.data_type, values, [b])[:, 0]
+            with np.errstate(over="ignore", invalid="ignore"):
+                gain = g * (new - old)
+            gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
+            for w, fb in flipped:
+                if fb == b:
+                    gain[w] = -np.inf
+            if k == 1:
+                top = [int(np.argmax(gain))]  # the first of equal gains
+            elif k < gain.size:
+                top = np.argpartition(-gain, k - 1)[:k]
+            else:
+                top = np.arange(gain.size)
+            best += [(float(gain[w]), int(w) * nbits + b, float(new[w])) for w in top]
+        best.sort(key=lambda c: (-c[0], c[1]))
+        return [(gain, *divmod(idx, nbits), new) for gain, idx, new in best[:k] if gain > 0]
+
+
+def _byte_table(data_type: int) -> np.ndarray | None:
+    """(8, 256) new values of every stored byte with bit b toggled, for int8/uint8 weights."""
+    if SEARCH_TYPES[data_type] != 8:
+        return None
+    stored = np.arange(256, dtype=np.uint8).view(NUMPY_TYPES[data_type])
+    return np.ascontiguousarray(flipped_values(data_type, stored, np.arange(8)).T)

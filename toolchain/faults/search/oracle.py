@@ -13,6 +13,7 @@ import numpy as np
 from qtool.errors import WorkFailed
 from qtool.faults.search.attacked import SearchModel
 from qtool.faults.search.values import FLOAT, INT8, UINT8
+from qtool.stopping import Deadline
 
 ORACLE_BITS = {INT8: (7, 6), UINT8: (7, 6), FLOAT: (30, 31)}  # MSB / exponent-MSB first
 
@@ -38,19 +39,13 @@ def oracle_candidates(
 
 
 def oracle_step(
-    model: SearchModel, rng: np.random.Generator, elements: int
+    model: SearchModel, rng: np.random.Generator, elements: int, deadline: Deadline | None = None
 ) -> tuple[int, int, int, float, int]:
     """(target, word, bit, ORT attack loss after the flip, candidates measured)."""
-    best: tuple[float, int, int, int] | None = None
     cands = oracle_candidates(model, rng, elements)
-    for i, w, b in cands:
-        undo = model.flip(i, w, b)
-        try:
-            loss, _ = model.ort_attack_loss()
-        finally:
-            undo.restore()
-        if best is None or loss > best[0]:
-            best = (loss, i, w, b)
-    if best is None:
+    if not cands:
         raise WorkFailed("the oracle search ran out of candidate bits")
-    return best[1], best[2], best[3], best[0], len(cands)
+    losses = [loss for loss, _ in model.candidate_losses(cands, "ce", deadline)]
+    best = int(np.argmax(losses))  # the first of equal losses, as candidates are ordered
+    i, w, b = cands[best]
+    return i, w, b, losses[best], len(cands)

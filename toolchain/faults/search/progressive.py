@@ -1,117 +1,44 @@
 """The progressive bit search loop (Rakin et al. 2019): one chosen flip per iteration.
 
-Each iteration asks the gradient searcher for its best flip (or, without one, the oracle),
-applies it to the ONNX *bytes* (the one fault `apply`, as random flips do) and measures
-accuracy on the test split in ONNX Runtime from those bytes. It stops after N flips or when
-the test accuracy reaches the target. The manifest has the random-flip format (replay, undo
-and `qtool verify` work on it) plus a `search` section logging every iteration.
+Each iteration asks the gradient searcher for its best flips (or, without one, the oracle),
+measures each candidate in ONNX Runtime on the attack batch (incremental: only the layers
+from the flipped one on), applies the winner to the ONNX *bytes* (the one fault `apply`, as
+random flips do) and measures accuracy on the test split from those bytes. It stops after N
+flips, when the test accuracy reaches the target, when the time budget runs out, or on
+Ctrl-C / SIGTERM. After every flip the `checkpoint` callback gets the result so far (marked
+partial), so an interrupted run keeps what it found; the manifest has the random-flip
+format (replay, undo and `qtool verify` work on it, partial or not) plus a `search` log.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from qtool.errors import QtoolError
 from qtool.faults.campaign.stats import chance_accuracy
-from qtool.faults.search.attacked import ATTACK_SPLIT, WEIGHTS, Loader, SearchModel
+from qtool.faults.incremental import DEFAULT_CACHE_MB
+from qtool.faults.search.attacked import ATTACK_SPLIT, Loader, SearchModel
 from qtool.faults.search.gradient import GradientSearcher
 from qtool.faults.search.oracle import oracle_step
-from qtool.faults.search.values import SEARCH_TYPES
-from qtool.faults.storage.manifest import (
-    SourceRecord,
-    build_manifest,
-    flip_entry,
-    tensor_record,
+from qtool.faults.search.results import (
+    Choice,
+    SearchResult,
+    SearchStep,
+    flips_to,
+    search_manifest,
 )
-from qtool.modelfile.buffers import ModelFiles, sha256_hex, write_model_files
+from qtool.faults.storage.manifest import flip_entry
+from qtool.modelfile.buffers import ModelFiles
 from qtool.report import info, progress
+from qtool.stopping import Deadline, OutOfTime, deferred, signal_name, stop_on_signals
 
 METHODS = ("auto", "gradient", "oracle")
-
-
-@dataclass
-class SearchStep:
-    """One chosen flip and what it did (losses on the attack batch, accuracy on the test set)."""
-
-    step: int
-    method: str  # gradient | oracle
-    tensor: str
-    layer: list[str]  # nodes reading the tensor
-    flat_index: int
-    coords: list[int]
-    bit: int
-    old_value: float
-    new_value: float
-    predicted_gain: float | None  # first-order loss change (gradient path)
-    loss_before: float  # the searcher's attack loss before this flip
-    loss: float  # attack loss after the flip as measured by the searcher (replica or ORT)
-    attack_loss: float  # attack loss after the flip, ONNX Runtime on the flipped bytes
-    attack_agreement: float  # attack samples still given their clean label
-    test_accuracy: float  # ONNX Runtime, flipped bytes
-    nonfinite_outputs: int
-    candidates: int  # candidates whose real loss was measured in this iteration
-
-
-@dataclass
-class SearchResult:
-    model: str
-    data: str
-    seed: int
-    method: str  # what found the bits: gradient, oracle, or gradient+oracle
-    fallback_reason: str | None
-    bits: int
-    until_accuracy: float | None
-    attack_samples: int
-    attack_split: str
-    eval_split: str
-    eval_samples: int
-    chance: float
-    clean_accuracy: float
-    clean_attack_loss: float
-    flips_to_target: int | None
-    final_accuracy: float
-    accuracies: list[float]  # test accuracy after 0, 1, 2, ... flips
-    steps: list[SearchStep]
-    search_seconds: float
-    provider: str = "cpu"  # the execution provider the ONNX Runtime evaluations ran on
-    precision: str = "fp32"
-    manifest: dict = field(repr=False, default_factory=dict)
-    files: ModelFiles | None = field(repr=False, default=None)
-
-    def accuracy_at(self, budget: int) -> float:
-        """Accuracy after `budget` flips (the last one when the search stopped earlier)."""
-        return self.accuracies[min(budget, len(self.accuracies) - 1)]
-
-    def summary(self) -> dict:
-        out = asdict(self)
-        out.pop("manifest")
-        out.pop("files")
-        return out
-
-
-@dataclass
-class Choice:
-    """The flip an iteration chose, and what the searcher measured for it."""
-
-    method: str
-    target: int
-    word: int
-    bit: int
-    loss_before: float
-    loss: float
-    gain: float | None
-    candidates: int
-
-
-def flips_to(accuracies: list[float], target: float | None) -> int | None:
-    """The number of flips after which accuracy was first at or below the target."""
-    if target is None:
-        return None
-    return next((k for k, a in enumerate(accuracies) if a <= target + 1e-12), None)
+Checkpoint = Callable[[SearchResult], None]
 
 
 def progressive_search(
@@ -132,6 +59,10 @@ def progressive_search(
     precision: str = "fp32",
     files: ModelFiles | None = None,
     load: Loader | None = None,
+    incremental: bool = True,
+    cache_mb: float = DEFAULT_CACHE_MB,
+    deadline: Deadline | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> SearchResult:
     """Choose up to `bits` bit flips that raise the attack loss most (Rakin et al. 2019).
 
@@ -142,47 +73,45 @@ def progressive_search(
     Every ONNX Runtime evaluation (loss oracle, attack labels, test accuracy) runs on
     `provider` at `precision`; the gradients come from the torch replica either way.
     `files` and `load` are the model's bytes and a data loader sent to a worker.
+
+    `incremental` (default) scores candidates from the flipped layer on (bit-identical; at
+    most `cache_mb` MB of activations, else whole-model sessions). `checkpoint` is called
+    with the result so far after every flip (partial) and with the final result. When
+    `deadline` passes, the result is partial with the reason; Ctrl-C or SIGTERM re-raise
+    KeyboardInterrupt after the checkpoint got the partial result (as `.search_result`).
     """
     start = time.perf_counter()
     _check_arguments(method, bits, attack_samples, until_accuracy)
     path = Path(model)
-    m = SearchModel(path, data, attack_samples, seed, provider, precision, files=files, load=load)
+    m = SearchModel(
+        path, data, attack_samples, seed, provider, precision, files=files, load=load,
+        incremental=incremental, cache_mb=cache_mb,
+    )  # fmt: skip
     if bits > m.total_bits:
         raise QtoolError(
             f"{bits} is more than the {m.total_bits} weight bits of {path}", param="bits"
         )
-    rng = np.random.default_rng([seed, 0xB175])
     searcher, reason = _gradient_searcher(m, method, per_layer, objective)
-    _, clean_acc, clean_loss, _ = m.evaluate()
-    run = _Run(m, searcher, rng, oracle_elements, select, [clean_acc])
-    run.steps_until(bits, until_accuracy, show_progress)
-    accuracies, steps = run.accuracies, run.steps
-    used = {s.method for s in steps} or {"gradient" if searcher is not None else "oracle"}
-    result = SearchResult(
-        model=str(path),
-        data=data,
-        seed=seed,
-        method="+".join(h for h in ("gradient", "oracle") if h in used),
-        fallback_reason=reason,
-        bits=bits,
-        until_accuracy=until_accuracy,
-        attack_samples=len(m.xa),
-        attack_split=ATTACK_SPLIT,
-        eval_split=m.evaluation.split,
-        eval_samples=len(m.xe),
-        chance=chance_accuracy(m.evaluation.y),
-        clean_accuracy=clean_acc,
-        clean_attack_loss=clean_loss,
-        flips_to_target=flips_to(accuracies, until_accuracy),
-        final_accuracy=accuracies[-1],
-        accuracies=accuracies,
-        steps=steps,
-        search_seconds=time.perf_counter() - start,
-        provider=provider,
-        precision=precision,
-        files=m.files,
-    )
-    result.manifest = search_manifest(m, result, run.entries)
+    rng = np.random.default_rng([seed, 0xB175])
+    header = (data, seed, bits, until_accuracy, reason, start)
+    run = _Run(m, searcher, rng, oracle_elements, select, deadline or Deadline(), header)
+
+    def on_step() -> None:
+        if checkpoint is not None:
+            checkpoint(run.result(f"in progress: {len(run.steps)} of {bits} flips"))
+
+    try:
+        with stop_on_signals():
+            run.steps_until(until_accuracy, show_progress, on_step)
+    except KeyboardInterrupt as exc:
+        done = f"{len(run.steps)} of {bits} flips"
+        exc.search_result = run.result(f"interrupted ({signal_name(exc)}) after {done}")
+        if checkpoint is not None:
+            checkpoint(exc.search_result)
+        raise
+    result = run.result(run.stopped)
+    if checkpoint is not None:
+        checkpoint(result)
     return result
 
 
@@ -228,52 +157,72 @@ class _Run:
     rng: np.random.Generator
     oracle_elements: int
     select: str
-    accuracies: list[float]
+    deadline: Deadline
+    header: tuple  # (data, seed, bits, until_accuracy, fallback reason, start time)
     steps: list[SearchStep] = field(default_factory=list)
     entries: list[dict] = field(default_factory=list)
+    stopped: str | None = None
 
-    def steps_until(self, bits: int, until_accuracy: float | None, show_progress: bool) -> None:
-        """Up to `bits` iterations, stopping once accuracy is at or below the target."""
+    def __post_init__(self) -> None:
+        _, self.clean_accuracy, self.clean_loss, _ = self.m.evaluate()
+        self.accuracies = [self.clean_accuracy]
+
+    def steps_until(self, until_accuracy: float | None, show_progress: bool, on_step) -> None:
+        """Up to `bits` iterations, stopping once accuracy is at or below the target or the
+        time budget is spent; each flip is applied and logged whole (signals wait for it)."""
+        bits = self.header[2]
         with progress() as bar:
             task = bar.add_task("bit search", total=bits, status="")
             bar.update(task, visible=show_progress)
             for step in range(1, bits + 1):
                 if until_accuracy is not None and self.accuracies[-1] <= until_accuracy:
                     break
-                choice = self.gradient_choice() if self.searcher is not None else None
-                if choice is None:  # no gradient path, or no first-order candidate helps
-                    choice = self.oracle_choice()
-                done = self.take(choice, step)
-                bar.update(task, advance=1, status=f"accuracy {100 * done.test_accuracy:.1f} %")
+                begun = time.perf_counter()
+                try:
+                    self.deadline.check()
+                    choice = self.gradient_choice() if self.searcher is not None else None
+                    if choice is None:  # no gradient path, or no first-order candidate helps
+                        choice = self.oracle_choice()
+                except OutOfTime as exc:
+                    self.stopped = f"{exc} after {len(self.steps)} of {bits} flips"
+                    break
+                with deferred():
+                    done = self.take(choice, step, begun)
+                    on_step()
+                status = f"accuracy {100 * done.test_accuracy:.1f} %, {done.seconds:.1f} s/flip"
+                bar.update(task, advance=1, status=status)
 
     def gradient_choice(self) -> Choice | None:
-        """The candidate with the highest real loss (or attack error rate, select="errors")."""
+        """The candidate with the highest real loss (or attack error rate, select="errors"),
+        measured in ONNX Runtime."""
         assert self.searcher is not None
-        before, cands = self.searcher.candidates()
+        _, cands = self.searcher.candidates(self.deadline)
+        if not cands:
+            return None
+        objective = self.searcher.objective
+        bits = [(i, w, b) for _, i, w, b, _ in cands]
+        measured = self.m.candidate_losses(bits, objective, self.deadline)
         best = None
-        for gain, i, w, b, new in cands:
-            loss, errors = self.searcher.measure(i, w, new)
+        for (gain, i, w, b, _), (loss, errors) in zip(cands, measured, strict=True):
             key = (errors, loss) if self.select == "errors" else (loss, errors)
             if best is None or key > best[0]:
                 best = (key, loss, gain, i, w, b)
-        if best is None:
-            return None
         _, loss, gain, i, w, b = best
+        before = self.m.objective(objective)(None if self.m.broken else self.m.scoring.attack)
         return Choice("gradient", i, w, b, before, loss, gain, len(cands))
 
     def oracle_choice(self) -> Choice:
-        before = self.m.ort_attack_loss()[0]
-        i, w, b, loss, n = oracle_step(self.m, self.rng, self.oracle_elements)
+        before = self.m.attack_loss()[0]
+        i, w, b, loss, n = oracle_step(self.m, self.rng, self.oracle_elements, self.deadline)
         return Choice("oracle", i, w, b, before, loss, None, n)
 
-    def take(self, c: Choice, step: int) -> SearchStep:
+    def take(self, c: Choice, step: int, begun: float) -> SearchStep:
         """Flip the chosen bit in the bytes, measure in ONNX Runtime, log it."""
         m = self.m
         t = m.targets[c.target]
         site = t.site(c.word, c.bit)
         old_word, old_byte = t.word_bytes(m.files.main, c.word), m.files.main[site.offset]
-        m.flip(c.target, c.word, c.bit)
-        m.flipped.add((c.target, c.word, c.bit))
+        m.commit(c.target, c.word, c.bit)
         new_word = t.word_bytes(m.files.main, c.word)
         if self.searcher is not None:
             self.searcher.sync(c.target, c.word)
@@ -299,38 +248,44 @@ class _Run:
             test_accuracy=acc,
             nonfinite_outputs=0 if scores is None else int(scores.nonfinite.sum()),
             candidates=c.candidates,
+            seconds=time.perf_counter() - begun,
         )
         self.accuracies.append(acc)
         self.entries.append(entry)
         self.steps.append(done)
         return done
 
-
-def search_manifest(m: SearchModel, result: SearchResult, entries: list[dict]) -> dict:
-    """The random-flip manifest format plus the `search` section."""
-    source = SourceRecord(m.source_sha, m.flippable_sha, m.converted, m.originals)
-    eligible = [tensor_record(t, t.words * SEARCH_TYPES[t.loc.data_type]) for t in m.targets]
-    manifest = build_manifest(
-        m.path,
-        source,
-        {"": sha256_hex(m.files.main)},
-        WEIGHTS,
-        result.seed,
-        (m.total_bits, eligible),
-        entries,
-    )
-    search = result.summary()
-    manifest["search"] = {"algorithm": "progressive bit search (Rakin et al. 2019)", **search}
-    return manifest
-
-
-def write_search(
-    result: SearchResult, out: Path | str | None, manifest: Path | str | None, force: bool = False
-) -> None:
-    """Write the flipped model and its manifest atomically (existing files need `force`)."""
-    if result.files is None:
-        raise QtoolError("this search result holds no model bytes to write")
-    if out is not None:
-        result.manifest["out"] = str(out)
-    pair = None if manifest is None else (manifest, result.manifest)
-    write_model_files(result.files, out, force=force, manifest=pair)  # one unit
+    def result(self, stopped: str | None) -> SearchResult:
+        """The search so far as a result with its manifest (partial when `stopped`)."""
+        data, seed, bits, until_accuracy, reason, start = self.header
+        m, steps = self.m, list(self.steps)
+        used = {s.method for s in steps} or {"gradient" if self.searcher is not None else "oracle"}
+        result = SearchResult(
+            model=str(m.path),
+            data=data,
+            seed=seed,
+            method="+".join(h for h in ("gradient", "oracle") if h in used),
+            fallback_reason=reason,
+            bits=bits,
+            until_accuracy=until_accuracy,
+            attack_samples=len(m.xa),
+            attack_split=ATTACK_SPLIT,
+            eval_split=m.evaluation.split,
+            eval_samples=len(m.xe),
+            chance=chance_accuracy(m.evaluation.y),
+            clean_accuracy=self.clean_accuracy,
+            clean_attack_loss=self.clean_loss,
+            flips_to_target=flips_to(self.accuracies, until_accuracy),
+            final_accuracy=self.accuracies[-1],
+            accuracies=list(self.accuracies),
+            steps=steps,
+            search_seconds=time.perf_counter() - start,
+            evaluation=m.scoring.mode,
+            provider=m.provider,
+            precision=m.precision,
+            partial=stopped is not None,
+            stopped=stopped,
+            files=m.files,
+        )
+        result.manifest = search_manifest(m, result, list(self.entries))
+        return result

@@ -12,9 +12,12 @@ from qtool.data.datasets import parse_spec
 from qtool.errors import QtoolError
 from qtool.faults.campaign.run import CampaignPlan, run_campaign
 from qtool.faults.campaign.stats import BudgetStats
-from qtool.faults.search.progressive import SearchResult, flips_to, progressive_search
+from qtool.faults.incremental import DEFAULT_CACHE_MB
+from qtool.faults.search.progressive import Checkpoint, progressive_search
+from qtool.faults.search.results import SearchResult, flips_to
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.report import progress
+from qtool.stopping import Deadline
 
 DEFAULT_BUDGETS = (1, 2, 5, 10, 20)
 
@@ -63,28 +66,45 @@ def repeated_search(
     precision: str = "fp32",
     cluster: ClusterSpec | None = None,
     cluster_timeout: float = DEFAULT_TIMEOUT,
+    time_budget: float | None = None,
+    incremental: bool = True,
+    cache_mb: float = DEFAULT_CACHE_MB,
+    checkpoint: Checkpoint | None = None,
 ) -> tuple[SearchResult, dict | None]:
     """The search with attack batches seeded seed, seed+1, ...: the first run (its flipped
     model and manifest) and, for several seeds, mean ± std over the runs (also put in the
     first run's manifest as `search.seeds_summary`). `until_accuracy` is a fraction. With a
-    `cluster`, the seeds run there as independent units (the same results)."""
+    `cluster`, the seeds run there as independent units (the same results).
+
+    Here (no cluster), `time_budget` (seconds) covers all runs: a run still going then ends
+    partial and no further seed starts; the summary covers the runs made. `checkpoint` gets
+    the first run's result after each of its flips (see `progressive_search`)."""
     if seeds < 1:
         raise QtoolError(f"{seeds}: give at least 1 seed", param="seeds")
     options = dict(attack_samples=attack_samples, method=method, provider=provider,
                    precision=precision)  # fmt: skip
     if cluster is not None:
+        if time_budget is not None:
+            raise QtoolError(
+                "a time budget stops a search run here, not on a cluster", param="time_budget"
+            )
         runs = _on_cluster(
             model, data, bits, until_accuracy, [seed + k for k in range(seeds)], options,
             cluster, cluster_timeout, show_progress,
         )  # fmt: skip
     else:
-        runs = [
-            progressive_search(
-                model, data, bits, until_accuracy, seed=seed + k, show_progress=show_progress,
-                **options,
-            )
-            for k in range(seeds)
-        ]  # fmt: skip
+        deadline = Deadline(time_budget)
+        runs = []
+        for k in range(seeds):
+            if k and deadline.expired:
+                break
+            runs.append(
+                progressive_search(
+                    model, data, bits, until_accuracy, seed=seed + k,
+                    show_progress=show_progress, incremental=incremental, cache_mb=cache_mb,
+                    deadline=deadline, checkpoint=None if k else checkpoint, **options,
+                )
+            )  # fmt: skip
     if seeds == 1:
         return runs[0], None
     budgets = sorted({b for b in DEFAULT_BUDGETS if b <= bits} | {bits})
