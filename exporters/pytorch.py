@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qtool.errors import QtoolError, WorkFailed
+from qtool.exporters.failures import advice_for, failure_cause
+from qtool.exporters.modules import fx_tensor_modules, record_tensor_modules
 
 MIN_DYNAMO_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
@@ -98,13 +100,19 @@ def torch_threads(n: int = 1) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporters' warnings and chatter (torchvision notices, deprecations)."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    """Silence the exporters' warnings and chatter (torchvision notices, deprecations, the
+    graph dumps torch.export prints when it fails: the cause is in the exception)."""
+    names = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),  # torch.export prints graph dumps
+        ):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -137,7 +145,9 @@ def _export_dynamo(module, example, opset: int, dynamic_batch: bool):
         external_data=False,
         **_common(opset),
     )
-    return program.model_proto
+    model = program.model_proto
+    record_tensor_modules(model, before=fx_tensor_modules(program))
+    return model
 
 
 def _export_torchscript(module, example, opset: int, dynamic_batch: bool):
@@ -246,17 +256,35 @@ def export_onnx(
     chosen.check(opset)
     example = _example_input(tuple(input_shape), dynamic_batch)
     module = module.eval()
+    with torch.no_grad(), torch_threads(1):
+        _check_runs(module, example)
     try:
         with torch.no_grad(), _quiet_exporter(), torch_threads(1):
             model = chosen.run(module, example, opset, dynamic_batch)
     except QtoolError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = failure_cause(exc)
         raise WorkFailed(
-            f"the {exporter} exporter failed: {first[:200]}; {chosen.retry_hint}"
+            f"the {exporter} exporter failed: {cause}; {advice_for(cause, chosen.retry_hint)}"
         ) from exc
+    record_tensor_modules(model)  # node names before the optimiser renames fused nodes
     return simplify(model)
+
+
+def _check_runs(module, example) -> None:
+    """Run the module once in torch: a model that fails on the input shape before any export
+    is bad input, said with torch's own reason rather than as an exporter failure."""
+    try:
+        module(example)
+    except Exception as exc:
+        cause = failure_cause(exc)
+        advice = advice_for(cause, "fix the model or give the input shape it takes")
+        shape = ",".join(map(str, example.shape))
+        raise QtoolError(
+            f"the model fails in torch itself on an input of shape {shape}: {cause}; {advice}",
+            param="input_shape",
+        ) from exc
 
 
 def simplify(model):
@@ -270,6 +298,7 @@ def simplify(model):
         model = folded if folded is not None else model
     except Exception:  # optimisation is cosmetic; an unoptimised model is still correct
         pass
+    record_tensor_modules(model)  # before the debug info that holds the module paths goes
     strip_debug_info(model)
     return model
 

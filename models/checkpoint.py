@@ -19,8 +19,14 @@ FORMAT = "qtool-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
-    """Write a checkpoint atomically (qtool.outputs: temp file beside `out`, then rename)."""
+def save_checkpoint(
+    state_dict: dict, config: dict, out: str | Path, resume: dict | None = None
+) -> Path:
+    """Write a checkpoint atomically (qtool.outputs: temp file beside `out`, then rename).
+
+    `resume` (qtool.models.train_state.snapshot) makes it a checkpoint of an unfinished run
+    that `qtool train --resume` continues; a finished run's checkpoint leaves it out.
+    """
     import torch
 
     out = Path(out)
@@ -32,6 +38,8 @@ def save_checkpoint(state_dict: dict, config: dict, out: str | Path) -> Path:
         # (torch.__version__ is a str subclass, numpy floats are not plain floats)
         "config": json.loads(json.dumps(config, default=_plain)),
     }
+    if resume is not None:
+        payload["resume"] = resume
     return atomic_write(out, lambda tmp: torch.save(payload, tmp))
 
 
@@ -89,22 +97,56 @@ def load_checkpoint(path: str | Path) -> dict:
     return data
 
 
-def load_state_dict(path: str | Path) -> dict:
-    """The tensors of a qtool checkpoint or of a plain saved state_dict (weights-only)."""
+# where a state_dict sits in a checkpoint someone else saved, tried in this order
+STATE_DICT_ENTRIES = ("state_dict", "model_state_dict", "model")
+PARALLEL_PREFIX = "module."  # DataParallel / DistributedDataParallel parameter names
+
+
+def _is_state_dict(data: object) -> bool:
     import torch
 
-    path = Path(path)
-    data = _torch_load(path)
+    return (
+        isinstance(data, dict)
+        and bool(data)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
+    )
+
+
+def find_state_dict(data: object, path: str | Path = "checkpoint") -> tuple[dict, str]:
+    """The parameter tensors in a loaded checkpoint, and where they were found: the file
+    itself, a qtool checkpoint, or a `state_dict` / `model_state_dict` / `model` entry; a
+    `module.` prefix on every name (DataParallel) is removed. Anything else is bad input."""
     if isinstance(data, dict) and data.get("format") == FORMAT:
-        data = data.get("state_dict")
-    if not isinstance(data, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
-    ):
+        found, where = data.get("state_dict"), "the qtool checkpoint's state_dict"
+    elif _is_state_dict(data):
+        found, where = data, "the file's state_dict"
+    else:
+        entry = next((e for e in STATE_DICT_ENTRIES if isinstance(data, dict) and e in data), None)
+        found = data.get(entry) if entry else None
+        where = f"its {entry!r} entry"
+    if not _is_state_dict(found):
+        keys = ", ".join(map(str, list(data)[:8])) if isinstance(data, dict) else ""
+        holds = f"its top-level keys are {keys}" if keys else f"it holds a {type(data).__name__}"
         raise QtoolError(
-            f"{path} holds no state_dict (a dict of parameter names to tensors); "
-            "save one with torch.save(model.state_dict(), path)"
+            f"{path} holds no state_dict (a dict of parameter names to tensors, at the top or "
+            f"under {', '.join(repr(e) for e in STATE_DICT_ENTRIES)}); {holds}: save one with "
+            "torch.save(model.state_dict(), path)"
         )
-    return data
+    if all(k.startswith(PARALLEL_PREFIX) for k in found):
+        found = {k[len(PARALLEL_PREFIX) :]: v for k, v in found.items()}
+        where += f", {PARALLEL_PREFIX!r} prefix removed (DataParallel)"
+    return found, where
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """The tensors of a qtool checkpoint or of a plain saved state_dict (weights-only)."""
+    return read_state_dict(path)[0]
+
+
+def read_state_dict(path: str | Path) -> tuple[dict, str]:
+    """(tensors, where they were found) of a checkpoint file, read weights-only."""
+    path = Path(path)
+    return find_state_dict(_torch_load(path), path)
 
 
 def build_from_checkpoint(checkpoint: dict, source: str | Path = "checkpoint"):
@@ -137,21 +179,52 @@ def _architecture(spec, config: dict, source) -> dict:
         ) from None
 
 
-def _load_into(module, state_dict: dict, source) -> tuple[list, list]:
+MISMATCH_NAMES = 4  # names listed per kind of mismatch; the counts give the rest
+
+
+def _load_into(module, state_dict: dict, source) -> None:
+    """Load strictly; a mismatch names the missing, unexpected and reshaped keys."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    reshaped = [
+        f"{k} {list(state_dict[k].shape)} vs {list(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    parts = [
+        _listed(f"{len(names)} {kind}", names)
+        for kind, names in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("keys of another shape (file vs model)", reshaped),
+        )
+        if names
+    ]
+    if parts:
+        raise QtoolError(
+            f"the weights in {source} do not fit the model: {'; '.join(parts)}; pass the "
+            "weights of this architecture"
+        )
     try:
-        result = module.load_state_dict(state_dict, strict=True)
+        module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise QtoolError(
-            f"the weights in {source} do not fit the model ({first}); "
-            "pass the weights this model was trained with"
-        ) from exc
-    return list(result.missing_keys), list(result.unexpected_keys)
+        raise QtoolError(f"the weights in {source} do not fit the model ({first})") from exc
 
 
-def load_weights_into(module, path: str | Path) -> None:
-    """Load a state_dict file (or qtool checkpoint) into a user module, strictly."""
-    _load_into(module, load_state_dict(path), path)
+def _listed(head: str, names: list[str]) -> str:
+    shown = ", ".join(names[:MISMATCH_NAMES])
+    more = f", … {len(names) - MISMATCH_NAMES} more" if len(names) > MISMATCH_NAMES else ""
+    return f"{head} ({shown}{more})"
+
+
+def load_weights_into(module, path: str | Path) -> str:
+    """Load a state_dict file (or qtool checkpoint) into a user module, strictly; returns
+    where in the file the weights were found."""
+    state_dict, where = read_state_dict(path)
+    _load_into(module, state_dict, path)
+    return where
 
 
 def state_dict_sha256(state_dict: dict) -> str:

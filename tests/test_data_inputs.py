@@ -20,9 +20,9 @@ def test_images_and_npz_make_one_fitted_batch(tmp_path):
     assert np.allclose(x[0], 1.0) and np.allclose(x[1:], 0.0)
     assert origin == [
         (str(paths[0]), 0),
-        (str(paths[1]), 0),
-        (str(paths[1]), 1),
-        (str(paths[1]), 2),
+        (f"{paths[1]}:x", 0),
+        (f"{paths[1]}:x", 1),
+        (f"{paths[1]}:x", 2),
     ]
     rgb, _ = load_inputs([tmp_path / "a.png"], ["N", 3, 4, 4])  # grey read as RGB
     assert rgb.shape == (1, 3, 4, 4)
@@ -35,6 +35,12 @@ def test_npz_sample_array_is_found_by_name_or_alone(tmp_path):
     assert np.allclose(npz_samples(tmp_path / "named.npz"), 1.0)
     np.savez(tmp_path / "alone.npz", whatever=np.zeros((1, 4, 4), np.float32))
     assert npz_samples(tmp_path / "alone.npz").shape == (1, 1, 4, 4)
+    medmnist = {f"{s}_images": np.zeros((i + 1, 4, 4), np.uint8) for i, s in enumerate("abc")}
+    np.savez(
+        tmp_path / "m.npz", train_images=medmnist["a_images"], test_images=medmnist["c_images"]
+    )
+    x, origin = load_inputs([tmp_path / "m.npz"], ["N", 1, 4, 4])
+    assert len(x) == 3 and origin[0] == (f"{tmp_path / 'm.npz'}:test_images", 0)
     np.savez(tmp_path / "two.npz", a=np.zeros(2), b=np.zeros(2))
     with pytest.raises(QtoolError, match="name the samples array 'images' or 'x'"):
         npz_samples(tmp_path / "two.npz")

@@ -92,7 +92,7 @@ def test_card_carries_the_manifest_and_report_figures(model, tmp_path):
     assert f"bundled {manifest['created']} by qtool {manifest['versions']['qtool']}" in card
     assert "\nTriage only.\n" in card
     assert "- Data set: digits" in card and "- Classes: 0, 1, 2, 3" in card
-    assert "- Input: x float ['N', 1, 8, 8]" in card and "'mean': [0.25]" in card
+    assert "- Input: x float ['N', 1, 8, 8]" in card and "std [0.5]" in card
     assert "- Quantisation: none (FP32)" in card
     assert (
         "- 91.23 % on 114 samples of breast-cancer (test), from `reports/eval.json`; "
@@ -118,3 +118,28 @@ def test_card_says_what_is_missing(model, tmp_path):
     assert "No benchmark report bundled" in card and "No bit-flip report bundled" in card
     assert "Decision support under clinical oversight only" in card
     assert "Reed-Solomon" not in card and "## Integrity" in card
+
+
+ATTACK = {
+    "settings": {},
+    "units": [],
+    "summaries": [
+        {"model": "/x/m.int8.onnx", "method": "etf", "k": "1", "eps": 0.25,
+         "success": {"value": 0.71, "low": 0.6, "high": 0.8},
+         "noise": {"value": 0.39, "low": 0.3, "high": 0.5}, "beats_floor": True},
+        {"model": "/x/m.int8.onnx", "method": "noise", "k": "1", "eps": 0.25,
+         "success": {"value": 0.39}, "noise": {"value": 0.39}, "beats_floor": None},
+    ],
+}  # fmt: skip
+
+
+def test_card_reads_eval_screening_figures_and_attack_reports(model, tmp_path):
+    screening = {**EVAL, "roc_auc": 0.9812, "operating_point": {
+        "target_sensitivity": 0.95, "threshold": 0.2734, "sensitivity": 0.96,
+        "specificity": 0.81}}  # fmt: skip
+    card, _ = card_of(model, tmp_path, [("e.json", screening), ("a.json", ATTACK)])
+    assert "; ROC AUC 0.9812; at sensitivity >= 95.00 %: threshold p >= 0.2734" in card
+    assert "specificity 81.00 %" in card
+    assert "## Robustness to adversarial examples" in card
+    assert "- m.int8.onnx, etf (K=1, eps 0.25): success 71.00 % vs noise 39.00 %, beats" in card
+    assert card.count("m.int8.onnx, ") == 1  # the noise floor is not an attack row

@@ -53,7 +53,7 @@ def test_folder_and_archive_predict_the_numpy_labels(setup, tmp_path):
         predictions, info = predict_bundle(source, [tmp / "s.npz"])
         assert [p.label for p in predictions] == expected.tolist()
         assert [p.class_name for p in predictions[:2]] == [f"digit {i}" for i in expected[:2]]
-        npz = str(tmp / "s.npz")
+        npz = f"{tmp / 's.npz'}:images"  # the file and the array its rows came from
         assert [(p.source, p.index) for p in predictions[:2]] == [(npz, 0), (npz, 1)]
         assert all(0.0 < p.probability <= 1.0 for p in predictions)
         assert info["manifest_sha256"] == manifest_sha(tmp / "bundle")

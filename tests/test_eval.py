@@ -86,8 +86,12 @@ def test_third_party_classifier_with_label_and_probabilities(tmp_path):
     w_raw = (w / std[:, None]).astype(np.float32)
     b_raw = (b - (mean / std) @ w).astype(np.float32)
     path = save(_sklearn_like_model(w_raw, b_raw), tmp_path / "skl.onnx")
-    result = run("eval", path, "--data", "breast-cancer", "--json", tmp_path / "e.json")
+    result = run(
+        "eval", path, "--data", "breast-cancer", "--json", tmp_path / "e.json",
+        "--at-sensitivity", "0.95",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert "ROC AUC" in result.output and "at sensitivity >= 95.00 %" in result.output
     payload = json.loads((tmp_path / "e.json").read_text())
     assert payload["output"] == "probabilities"
     test = load_dataset("breast-cancer:test")
@@ -98,6 +102,17 @@ def test_third_party_classifier_with_label_and_probabilities(tmp_path):
     assert payload["positive_class"] == "malignant"
     assert payload["sensitivity"] == pytest.approx(np.mean(pred[malignant] == 0))
     assert payload["specificity"] == pytest.approx(np.mean(pred[~malignant] == 1))
+    # ROC AUC against scikit-learn's on the very scores the model gives (ONNX Runtime)
+    import onnxruntime as ort
+    from sklearn.metrics import roc_auc_score
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probs = session.run(["probabilities"], {"input": test.x.astype(np.float32)})[0]
+    assert payload["roc_auc"] == pytest.approx(roc_auc_score(malignant, probs[:, 0]), abs=1e-9)
+    point = payload["operating_point"]
+    assert point["sensitivity"] >= 0.95 and point["target_sensitivity"] == 0.95
+    calls = probs[:, 0] >= point["threshold"]
+    assert point["specificity"] == pytest.approx(np.mean(~calls[~malignant]))
 
 
 def test_bad_usage_exits_2(tmp_path, digits_weights):
@@ -107,6 +122,7 @@ def test_bad_usage_exits_2(tmp_path, digits_weights):
         (["--output", "nope"], "has no output 'nope'"),
         (["--input", "nope"], "has no input 'nope'"),
         (["--provider", "TotallyMadeUpProvider"], "CPUExecutionProvider"),
+        (["--at-sensitivity", "0.95"], "--at-sensitivity: an operating point"),
     ]
     for extra, message in cases:
         result = run("eval", path, "--data", "digits", *extra)

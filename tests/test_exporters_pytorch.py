@@ -94,10 +94,20 @@ class Refuses(torch.nn.Module):
         return -x
 
 
-def test_exporter_failure_is_work_failed_with_advice():
+def test_exporter_failure_is_work_failed_with_its_cause_and_fitting_advice(capfd):
     with pytest.raises(WorkFailed, match="the dynamo exporter failed") as caught:
         export_onnx(Refuses(), (1, 4))
-    assert "static batch size or the torchscript exporter" in str(caught.value)
+    message = str(caught.value)
+    assert "data-dependent" in message and "torchscript exporter" in message
+    assert "\x1b" not in message and "\n" not in message and "static batch" not in message
+    assert "GraphModule" not in capfd.readouterr().err  # torch.export's dumps are silenced
+
+
+def test_a_wrong_input_shape_is_bad_input_with_torchs_reason():
+    with pytest.raises(QtoolError, match="expected input.* to have 1 channels") as caught:
+        export_onnx(small_module(), (1, 3, 4, 4))
+    assert caught.value.param == "input_shape"
+    assert "the input shape is wrong for this model" in str(caught.value)
 
 
 def test_user_factories(tmp_path):

@@ -115,3 +115,12 @@ def test_good_metadata_and_numeric_names_read_back():
     set_metadata(model, {"qtool.model": "7", "qtool.normalization": {"mean": [0.5], "std": [2]}})
     meta = qtool_metadata(model)
     assert meta["model"] == "7" and meta["normalization"] == {"mean": [0.5], "std": [2]}
+
+
+def test_positive_class_is_text_and_one_of_the_class_names():
+    model = linear_image_model(np.eye(64, 2, dtype=np.float32), np.zeros(2, np.float32))
+    set_metadata(model, {"qtool.class_names": ["0", "1"], "qtool.positive_class": "1"})
+    assert qtool_metadata(model)["positive_class"] == "1"  # not the number 1
+    set_metadata(model, {"qtool.positive_class": "2"})
+    with pytest.raises(QtoolError, match="positive_class '2', which is not one of its class_n"):
+        qtool_metadata(model, "m.onnx")

@@ -145,6 +145,9 @@ def test_predict_matches_eval_and_refuses_tampered_bundle(bundle, tmp_path):
     w, b = digits_linear_weights()
     expected = np.argmax((images.reshape(20, -1) / 255.0) @ w + b, axis=1)
     assert [p["label"] for p in preds] == expected.tolist()
+    assert f"{tmp_path / 's.npz'}: read the rows of array 'images'" in " ".join(
+        result.output.split()
+    )
     rec = {r["name"]: r for r in manifest_of(bundle)["initializers"]}
     flip_byte(bundle / "lin.onnx", rec["w"]["offset"] + 1, 0x01)
     refused = run("predict", bundle, tmp_path / "s.npz")
@@ -281,3 +284,34 @@ def test_model_card_carries_the_bundled_reports(tmp_path, model):
     assert "mJ (estimated)" in card and "ESTIMATED" in card
     assert "| lin.onnx | 93.89 % | " in card and "| 2 bits |" in card
     assert sorted(p.name for p in (tmp_path / "b" / "reports").iterdir()) == sorted(reports)
+
+
+def test_model_card_reads_quantize_flip_and_search_reports(tmp_path, model):
+    """The issue's bundle: an INT8 model with its quantize report is not "unevaluated"."""
+    int8 = tmp_path / "lin.int8.onnx"
+    runs = {
+        "q.json": ["quantize", model, "--calib", "digits", "--out", int8],
+        "f.json": ["flip", int8, "--bits", "3", "--data", "digits", "--out", tmp_path / "f.onnx",
+                   "--manifest", tmp_path / "fm.json"],
+        "s.json": ["flip", int8, "--search", "progressive", "--bits", "2", "--data", "digits",
+                   "--out", tmp_path / "s.onnx", "--manifest", tmp_path / "sm.json",
+                   "--attack-samples", "32"],
+    }  # fmt: skip
+    for name, args in runs.items():
+        result = run(*args, "--json", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    (tmp_path / "notes.json").write_text('{"reviewer": "dr. x"}')
+    args = [a for name in [*runs, "notes.json"] for a in ("--report", tmp_path / name)]
+    assert run("package", int8, "--out", tmp_path / "b", *args).exit_code == 0
+    card = (tmp_path / "b" / "MODEL_CARD.md").read_text()
+    q = json.loads((tmp_path / "q.json").read_text())
+    assert "No evaluation report bundled" not in card
+    assert (
+        f"- FP32 {100 * q['test']['fp32']:.2f} % -> INT8 {100 * q['test']['int8']:.2f} %"
+    ) in card
+    assert "## Quantisation" in card and f"(x{q['size_ratio']:.3f})" in card
+    assert "- Quantisation: static int8 weights (per channel), uint8 activations, qdq" in card
+    assert "- Data set: not recorded in the model; the reports measure on digits" in card
+    assert "- Classes: 0, 1, 2" in card
+    assert "random bit flips (weights, seed" in card and "Bit-Flip Attack" in card
+    assert "`reports/notes.json`: not a report kind qtool summarises" in card

@@ -195,6 +195,92 @@ def test_cli_lists_train_export_demo():
     assert "Examples" in run("export", "--help").output
 
 
+def _weights(path) -> dict:
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_time_budget_stops_and_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    full, part = tmp_path / "full.pt", tmp_path / "part.pt"
+    assert run("train", "mlp", "--out", str(full), "--epochs", "4").exit_code == 0
+    stopped = run("train", "mlp", "--out", str(part), "--epochs", "4", "--time-budget", "0")
+    assert stopped.exit_code == 0, stopped.output
+    assert "PARTIAL: time budget" in stopped.output
+    assert f"continue with qtool train mlp --resume {part}" in stopped.output
+    raw = torch.load(part, weights_only=True)
+    assert raw["resume"]["epoch"] == 1 and raw["config"]["epochs_done"] == 1
+    onnx_path = tmp_path / "part.onnx"  # a partial run exports its best epoch, marked so
+    assert run("export", "mlp", "--weights", str(part), "--out", str(onnx_path)).exit_code == 0
+    from qtool.modelfile.load import load_model
+    from qtool.modelfile.metadata import qtool_metadata
+
+    training = qtool_metadata(load_model(onnx_path))["training"]
+    assert training["partial"] is True and training["epochs_done"] == 1
+    resumed = run("train", "mlp", "--resume", str(part))
+    assert resumed.exit_code == 0, resumed.output
+    assert "4 of 4" in resumed.output
+    a, b = _weights(full), _weights(part)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "resume" not in torch.load(part, weights_only=True)  # finished: no resume state
+    assert_bad_input(run("train", "mlp", "--resume", str(part)), "finished run", "4 of 4")
+
+
+def test_resume_refuses_other_settings_model_and_data(tmp_path):
+    part = tmp_path / "part.pt"
+    run("train", "mlp", "--out", str(part), "--epochs", "3", "--time-budget", "0")
+    before = sha256_file(part)
+    assert_bad_input(run("train", "mlp", "--resume", str(part), "--lr", "0.1"), "--lr", "0.003")
+    assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--batch-size", "8"), "--batch-size"
+    )
+    assert_bad_input(run("train", "cnn", "--resume", str(part)), "run of 'mlp'")
+    assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--width", "7"), "keeps its network"
+    )
+    assert_bad_input(
+        run("train", "mlp", "--resume", str(part), "--data", "digits"), "--data", "dataset"
+    )
+    assert_bad_input(run("train", "mlp", "--resume", str(tmp_path / "no.pt")), "does not exist")
+    assert sha256_file(part) == before
+    assert_bad_input(run("train", "mlp"), "--out")
+
+
+@pytest.mark.parametrize(
+    ("signame", "code", "said"),
+    [("SIGINT", 130, "interrupted after epoch"), ("SIGTERM", 143, "terminated (signal 15)")],
+)
+def test_ctrl_c_or_sigterm_keeps_the_last_epoch_and_exits_128_plus_signal(
+    tmp_path, signame, code, said
+):  # fmt: skip
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "cnn.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qtool.cli", "train", "cnn", "--out", str(out), "--epochs", "300"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    lines = []
+    for line in proc.stderr:  # a plain line per epoch without a terminal
+        lines.append(line)
+        if "epoch 2/300" in line:
+            break
+    time.sleep(0.1)
+    proc.send_signal(getattr(signal, signame))
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == code, "".join(lines) + rest
+    assert "s/epoch" in lines[0]
+    done = torch.load(out, weights_only=True)["resume"]["epoch"]
+    assert done >= 2 and f"{said}" in rest and f"epoch {done} of 300" in rest
+    if signame == "SIGINT":
+        resumed = run("train", "cnn", "--resume", str(out), "--time-budget", "0")
+        assert resumed.exit_code == 0, resumed.output
+        assert f"{done + 1} of 300" in resumed.output
+
+
 def test_a_medium_sasa_trains_exports_and_rebuilds_from_its_checkpoint(tmp_path):
     """Seconds, not minutes: 24 images of 28 px, one epoch, width 8. The export goes through
     `qtool export`'s parity check (training form in torch vs the gather form in ONNX)."""
@@ -219,7 +305,7 @@ def test_a_medium_sasa_trains_exports_and_rebuilds_from_its_checkpoint(tmp_path)
         kind="image",
         epochs=1,
         architecture=arch,
-        on_epoch=seen.append,
+        on_epoch=lambda stats, checkpoint: seen.append(stats),
     )
     assert result.config["architecture"] == {"size": "medium", "width": 8, "depth": 1}
     assert seen[0].seconds > 0

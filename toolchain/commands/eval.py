@@ -37,9 +37,18 @@ from qtool.runtimes.providers import DEFAULT_PRECISION, PRECISIONS, compared_spe
 @click.option("--output", "output_name", default=None, help="Output holding class scores.")
 @click.option(
     "--positive-class",
-    type=int,
     default=None,
-    help="Class index counted as positive for sensitivity (two classes).",
+    metavar="NAME|INDEX",
+    help="Class counted as positive for sensitivity and ROC AUC (two classes; default: the "
+    "model's recorded one, else the data set's).",
+)
+@click.option(
+    "--at-sensitivity",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=None,
+    metavar="S",
+    help="Two-class models: the threshold on the positive class's probability reaching this "
+    "sensitivity (e.g. 0.95), and the specificity there.",
 )
 @click.option(
     "--provider",
@@ -65,6 +74,7 @@ def command(
     input_name,
     output_name,
     positive_class,
+    at_sensitivity,
     providers,
     precision: str,
     json_path: Path | None,
@@ -81,6 +91,7 @@ def command(
       qtool eval cnn.onnx --data digits
       qtool eval model.onnx --data npz:pathmnist.npz:test --json eval.json
       qtool eval cnn.onnx --data digits --provider cpu,openvino --precision auto
+      qtool eval mlp.onnx --data breast-cancer --at-sensitivity 0.95
     """
     check_outputs(force, [model], json_path=json_path)
     specs = compared_specs(split_list(providers) or ["cpu"])
@@ -89,7 +100,7 @@ def command(
     session = make_session(model, [specs[0].name], precision=precision)
     io = model_io(session, meta, input_name, output_name)
     dataset = load_dataset(data_spec, split, param="data_spec")
-    result = evaluate_session(session, io, dataset, batch, positive_class)
+    result = evaluate_session(session, io, dataset, batch, positive_class, at_sensitivity)
     show_result(f"{model} on {specs[0].name} ({precision})", result)
     report = {"model": str(model), **vars(result), "provider": specs[0].name}
     report["precision"] = precision
@@ -135,6 +146,18 @@ def show_result(title: str, result: EvalResult) -> None:
             [f"sensitivity ({result.positive_class})", fmt_pct(result.sensitivity)],
             ["specificity", fmt_pct(result.specificity)],
         ]
+    if result.roc_auc is not None:
+        rows.append(["ROC AUC", f"{result.roc_auc:.4f}"])
+    point = result.operating_point
+    if point:
+        rows += [
+            [
+                f"at sensitivity >= {fmt_pct(point['target_sensitivity'])}",
+                f"threshold p >= {point['threshold']:.4g}",
+            ],
+            ["  sensitivity / specificity there",
+             f"{fmt_pct(point['sensitivity'])} / {fmt_pct(point['specificity'])}"],
+        ]  # fmt: skip
     if result.nonfinite_outputs:
         rows.append(["NaN/Inf outputs", result.nonfinite_outputs])
     show(table(title, ["metric", "value"], rows))

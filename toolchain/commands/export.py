@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from qtool.commands.options import check_outputs, force_option, json_option, write_json_report
+from qtool.commands.options import (
+    check_outputs,
+    force_option,
+    json_option,
+    split_list,
+    write_json_report,
+)
 from qtool.from_torch.export import ExportReport, ExportSettings, export_model
 from qtool.report import fmt_bytes, fmt_count, fmt_pct, show, table
 
@@ -24,6 +30,24 @@ def parse_input_shape(ctx, param, text: str | None) -> tuple[int, ...] | None:
             f"{text!r} is not a shape: give positive sizes like 1,3,224,224 (batch first)"
         )
     return dims
+
+
+def parse_normalize(ctx, param, text: str | None) -> dict | None:
+    """'0.5/0.25' or '0.485,0.456,0.406/0.229,0.224,0.225' -> {"mean": [...], "std": [...]}."""
+    if text is None:
+        return None
+    mean, sep, std = text.partition("/")
+    try:
+        values = {"mean": [float(v) for v in mean.split(",")]}
+        values["std"] = [float(v) for v in std.split(",")]
+    except ValueError:
+        values = None
+    if not sep or values is None:
+        raise click.BadParameter(
+            f"{text!r} is not MEAN/STD: give e.g. 0.5/0.25, or per channel "
+            "0.485,0.456,0.406/0.229,0.224,0.225 (pixels in [0, 1])"
+        )
+    return values
 
 
 @click.command("export")
@@ -71,11 +95,33 @@ def parse_input_shape(ctx, param, text: str | None) -> tuple[int, ...] | None:
     "random samples for user models).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for sample choice.")
+@click.option(
+    "--class-names",
+    default=None,
+    callback=lambda ctx, param, value: split_list(value) if value else None,
+    help="Class names in output order, e.g. normal,pneumonia: predictions print them "
+    "(zoo models: renames the trained classes).",
+)
+@click.option(
+    "--normalize",
+    "normalization",
+    default=None,
+    callback=parse_normalize,
+    metavar="MEAN/STD",
+    help="Normalisation the input needs, applied by eval, predict and serve to [0, 1] "
+    "pixels: 0.5/0.25 or per channel 0.485,0.456,0.406/0.229,0.224,0.225 (user models).",
+)
+@click.option(
+    "--positive-class",
+    default=None,
+    metavar="NAME",
+    help="The class counted as positive (sensitivity, ROC AUC) of a two-class model.",
+)
 @force_option
 @json_option
 def command(
     model, weights, out, opset, static_batch, exporter, atol, rtol, input_shape, data_spec,
-    seed, force, json_path,
+    seed, class_names, normalization, positive_class, force, json_path,
 ) -> None:  # fmt: skip
     """Export MODEL to ONNX and check it against torch (parity) before writing it.
 
@@ -91,6 +137,8 @@ def command(
       qtool export cnn --weights cnn.pt --out cnn.onnx
       qtool export my_net.py:build --input-shape 1,3,32,32 --weights net.pt --out net.onnx
       qtool export mlp --weights mlp.pt --out mlp.onnx --exporter torchscript --opset 17
+      qtool export net.py:build --input-shape 1,1,128,128 --weights ckpt.pt --out net.onnx \\
+        --class-names normal,pneumonia --normalize 0.5/0.25 --positive-class pneumonia
     """
     check_outputs(force, [weights], out=out, json_path=json_path)
     settings = ExportSettings(
@@ -102,6 +150,9 @@ def command(
         input_shape=input_shape,
         data_spec=data_spec,
         seed=seed,
+        class_names=tuple(class_names) if class_names else None,
+        normalization=normalization,
+        positive_class=positive_class,
     )
     report = export_model(model, out, weights=weights, settings=settings, force=force)
     show(_summary_table(report))
@@ -109,8 +160,9 @@ def command(
 
 
 def _summary_table(report: ExportReport):
-    p = report.parity
+    p, meta = report.parity, report.described
     batch_kind = "dynamic" if report.dynamic_batch else "static"
+    norm = meta.get("normalization")
     return table(
         f"exported {report.model} -> {report.out}",
         ["property", "value"],
@@ -118,7 +170,14 @@ def _summary_table(report: ExportReport):
             ["exporter / opset", f"{report.exporter} / {report.opset}"],
             ["input shape", f"{report.input_shape} ({batch_kind} batch)"],
             ["file size", fmt_bytes(report.file_bytes)],
+            ["weights read from", report.weights_read or "none (factory initialisation)"],
             ["parameters", f"{fmt_count(report.parameters)} ({report.parameters})"],
+            ["classes", ", ".join(meta.get("class_names") or []) or "not recorded"],
+            ["positive class", meta.get("positive_class") or "-"],
+            [
+                "normalisation",
+                f"mean {norm['mean']} / std {norm['std']}" if norm else "none recorded",
+            ],
             ["FLOPs (batch 1)", fmt_count(report.flops)],
             ["parity samples", f"{p['samples']} from {p['source']}"],
             ["max abs diff", f"{p['max_abs_diff']:.3g} (atol {p['atol']:g})"],

@@ -17,6 +17,7 @@ from qtool.commands.options import (
 )
 from qtool.data.images import DEFAULT_MAX_PIXELS
 from qtool.deploy.predict import predict_bundle
+from qtool.report import info as remark
 from qtool.report import show, table
 from qtool.runtimes.providers import PRECISIONS
 
@@ -85,6 +86,10 @@ def command(
             [[p.source, p.index, p.class_name, f"{p.probability:.4f}"] for p in predictions],
         )
     )
+    for source in dict.fromkeys(p.source for p in predictions):
+        path, sep, array = source.rpartition(":")
+        if sep and path.lower().endswith(".npz"):
+            remark(f"{path}: read the rows of array {array!r}")
     write_json_report(
         json_path,
         {"bundle": str(bundle), **info, "predictions": predictions},

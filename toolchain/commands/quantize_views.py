@@ -69,9 +69,10 @@ def show_report(r: QuantizeReport) -> None:
                 f"per-tensor error, worst first ({len(errors)} of {len(r.tensor_errors)}, "
                 f"{r.debug_samples} samples; SQNR in dB, higher is better; "
                 "noise added: % of signal power)",
-                ["tensor", "node", "op", "SQNR FP32 vs INT8", "noise added here"],
+                ["source module", "tensor", "op", "SQNR FP32 vs INT8", "noise added here"],
                 [
-                    [e.tensor, e.node, e.op_type, f"{e.sqnr_db:.1f}", _pct3(e.added_noise)]
+                    [e.module or "-", e.tensor, e.op_type, f"{e.sqnr_db:.1f}",
+                     _pct3(e.added_noise)]
                     for e in errors
                 ],
             )

@@ -25,7 +25,8 @@ def load_inputs(
 ) -> tuple[np.ndarray, list[tuple[str, int]]]:
     """Images (PNG/JPEG), DICOM files and .npz arrays -> one batch fitted to the model input.
 
-    Also returns, per row, the file it came from and its index (row or frame) in that file.
+    Also returns, per row, the file it came from and its index (row or frame) in that file;
+    an .npz row's file is `PATH:ARRAY`, naming the array it was read from.
     """
     channels = input_shape[1] if len(input_shape) == 4 and isinstance(input_shape[1], int) else None
     arrays, origin = [], []
@@ -33,14 +34,16 @@ def load_inputs(
         if not path.exists():
             raise QtoolError(f"input {path} does not exist: give image, DICOM or .npz files")
         regular_file(path, "input")
+        source = str(path)
         if path.suffix.lower() == ".npz":
-            x = npz_samples(path)
+            x, key = npz_array(path)
+            source = f"{path}:{key}"
         elif is_input_file(path):
             x = read_image(path, channels, max_pixels=max_pixels)
         else:
             raise QtoolError(f"input {path} is neither an image (PNG/JPEG), DICOM nor .npz file")
         arrays.append(fit_to_input(x, input_shape))
-        origin += [(str(path), i) for i in range(len(x))]
+        origin += [(source, i) for i in range(len(x))]
     shapes = {a.shape[1:] for a in arrays}
     if len(shapes) > 1:
         raise QtoolError(
@@ -51,13 +54,20 @@ def load_inputs(
 
 
 def npz_samples(path: Path) -> np.ndarray:
-    """The samples array of an .npz: `images`, `x`, `test_images`, `inputs`, or its only one."""
+    """The samples array of an .npz (see npz_array)."""
+    return npz_array(path)[0]
+
+
+def npz_array(path: Path) -> tuple[np.ndarray, str]:
+    """The samples of an .npz and the array they came from: `images`, `x`, `test_images`,
+    `inputs` (first found), or its only array."""
     archive = open_npz(path)
     for key in NPZ_SAMPLE_KEYS:
         if key in archive.files:
-            return to_float_nchw(read_array(archive, key, path), path)[0]
+            return to_float_nchw(read_array(archive, key, path), path)[0], key
     if len(archive.files) == 1:
-        return to_float_nchw(read_array(archive, archive.files[0], path), path)[0]
+        only = archive.files[0]
+        return to_float_nchw(read_array(archive, only, path), path)[0], only
     raise QtoolError(
         f"{path} holds {', '.join(archive.files)}; name the samples array 'images' or 'x'"
     )

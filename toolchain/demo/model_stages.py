@@ -27,16 +27,22 @@ def stage_train(ctx: DemoContext) -> None:
     for rec in ctx.records.values():
         spec = get_spec(rec.model)
         cached = checkpoint_cache_path(root, spec, rec.data, ctx.seed, spec.epochs)
-        config = None
+        config, resume = None, None
         if cached.is_file():
             try:
-                config = load_checkpoint(cached)["config"]
+                checkpoint = load_checkpoint(cached)
+                # an interrupted earlier demo left a partial run: continue it
+                resume = cached if "resume" in checkpoint else None
+                config = None if resume else checkpoint["config"]
             except QtoolError as exc:
                 ctx.notes.append(f"cached checkpoint {cached} unusable ({exc}); retrained")
         if config is None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             info(f"training {rec.name} on {rec.data} (cached in {cached.parent} afterwards)")
-            report = train_zoo_model(rec.model, rec.data, cached, seed=ctx.seed, force=True)
+            report = train_zoo_model(
+                rec.model, None if resume else rec.data, cached, seed=None if resume else ctx.seed,
+                resume=resume, force=True,
+            )  # fmt: skip
             rec.results["train_seconds"] = report.seconds
             rec.results["trained"] = f"{report.seconds:.1f} s"
             config = load_checkpoint(cached)["config"]

@@ -160,6 +160,7 @@ def _describe(model: onnx.ModelProto, files: list[str], records: list[dict]) -> 
             "layout": "NCHW, [0, 1] before normalisation" if meta.get("input_shape") else None,
         },
         "class_names": meta.get("class_names"),
+        "positive_class": meta.get("positive_class"),
         "dataset": meta.get("dataset"),
         "model_name": meta.get("model"),
         "quantization": meta.get("quantization"),

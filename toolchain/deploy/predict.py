@@ -9,14 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from qtool.data.inputs import load_inputs
 from qtool.deploy.archive import opened_bundle
 from qtool.deploy.runtime import choose_runtime
 from qtool.deploy.verified import load_verified
 from qtool.errors import QtoolError
 from qtool.evaluation.evaluate import model_io, run_scores
+from qtool.evaluation.roc import probabilities
 from qtool.runtimes import make_session
 
 
@@ -27,15 +26,6 @@ class Prediction:
     label: int
     class_name: str
     probability: float
-
-
-def probabilities(scores: np.ndarray) -> np.ndarray:
-    """Scores that already are probabilities pass through; logits get a softmax."""
-    if np.all(scores >= 0) and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3):
-        return scores
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def predict_bundle(

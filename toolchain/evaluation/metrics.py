@@ -30,6 +30,8 @@ class EvalResult:
     sensitivity: float | None = None
     specificity: float | None = None
     positive_class: str | None = None
+    roc_auc: float | None = None  # two classes: of the positive class's probability
+    operating_point: dict | None = None  # two classes, when asked: evaluation.roc.at_sensitivity
     extra: dict = field(default_factory=dict)
 
 

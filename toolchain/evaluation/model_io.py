@@ -34,6 +34,7 @@ class ModelIO:
     mean: list[float] | None = None
     std: list[float] | None = None
     class_names: list[str] | None = None
+    positive_class: int | None = None  # index of the metadata's positive class (two classes)
 
     @property
     def fixed_batch(self) -> int | None:
@@ -78,7 +79,15 @@ def model_io(
         mean=norm.get("mean"),
         std=norm.get("std"),
         class_names=list(names) if names else None,
+        positive_class=_positive_index(metadata.get("positive_class"), names),
     )
+
+
+def _positive_index(name: object, names: object) -> int | None:
+    """The recorded positive class as an index into the class names (None if unnamed)."""
+    if isinstance(name, str) and isinstance(names, list) and name in names:
+        return names.index(name)
+    return None
 
 
 def _named(tensors: list, name: str, kind: str, param: str):

@@ -17,8 +17,9 @@ import numpy as np
 from qtool import __version__
 from qtool.data.datasets import fit_to_input, load_dataset, normalize
 from qtool.errors import QtoolError, WorkFailed
+from qtool.from_torch.describe import DESCRIBED, check_class_count, describe
 from qtool.modelfile.load import sha256_file
-from qtool.modelfile.metadata import set_metadata
+from qtool.modelfile.metadata import qtool_metadata, set_metadata
 from qtool.modelfile.roles import mark_fixed_convs
 from qtool.modelfile.save import save_model
 from qtool.modelfile.summary import count_flops, summarize
@@ -41,6 +42,10 @@ class ExportSettings:
     data_spec: str | None = None  # parity samples (default: the model's own data set)
     samples: int = PARITY_SAMPLES
     seed: int = 0
+    # how the model is described for later stages (zoo models: from the checkpoint)
+    class_names: tuple[str, ...] | None = None
+    normalization: dict | None = None  # {"mean": [...], "std": [...]}: one value or per channel
+    positive_class: str | None = None  # a class name, for two-class models
 
 
 @dataclass
@@ -59,6 +64,8 @@ class ExportReport:
     flops: int
     seconds: float
     metadata: dict = field(default_factory=dict)
+    weights_read: str | None = None  # where in the weights file the state_dict was found
+    described: dict = field(default_factory=dict)  # class_names, normalization, positive_class
 
 
 @dataclass
@@ -71,6 +78,7 @@ class _Source:
     samples: np.ndarray
     sample_source: str
     files: tuple[Path, ...]  # the files it was read from (never overwritten)
+    weights_read: str | None = None
 
 
 def export_model(
@@ -125,6 +133,8 @@ def export_model(
         flops=count_flops(proto),
         seconds=time.perf_counter() - start,
         metadata=dict(summary.metadata),
+        weights_read=source.weights_read,
+        described={k: v for k, v in qtool_metadata(proto).items() if k in DESCRIBED},
     )
 
 
@@ -144,6 +154,7 @@ def _export_checked(source: _Source, settings: ExportSettings):
         dynamic_batch=not settings.static_batch,
         exporter=exporter.name,
     )
+    check_class_count(source.meta, proto)
     # one-hot gather Convs (self-attention's export form) are data movement, not weights
     mark_fixed_convs(proto)
     actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -222,20 +233,20 @@ def _zoo_source(name: str, weights: Path | None, settings: ExportSettings) -> _S
         # and the same seed must give the same ONNX bytes (campaign draws key on them)
         "qtool.weights_sha256": state_dict_sha256(checkpoint["state_dict"]),
         "qtool.seed": config.get("seed"),
-        "qtool.training": {
-            k: config.get(k)
-            for k in ("epochs", "best_epoch", "val_accuracy", "test_accuracy", "lr", "threads")
-        },
+        "qtool.training": _training(checkpoint),
     }
     spec = settings.data_spec or config["dataset"]
     shape = tuple(config["input_shape"])
+    meta = {"qtool.version": __version__, **{k: v for k, v in meta.items() if v is not None}}
+    meta.update(describe(meta, settings, shape, zoo=True))
     return _Source(
         module=module,
         shape=shape,
-        meta={"qtool.version": __version__, **{k: v for k, v in meta.items() if v is not None}},
+        meta=meta,
         samples=_real_samples(spec, shape, config["normalization"], settings),
         sample_source=f"{spec} (test split)",
         files=(weights,),
+        weights_read="the qtool checkpoint's state_dict",
     )
 
 
@@ -244,6 +255,18 @@ def _non_default(name: str, architecture: dict | None) -> dict | None:
 
     default = get_spec(name).architecture()
     return None if architecture in (None, default) else architecture
+
+
+TRAINING_KEYS = ("epochs", "epochs_done", "best_epoch", "val_accuracy", "test_accuracy", "lr")
+
+
+def _training(checkpoint: dict) -> dict:
+    """How the weights were trained; a checkpoint of an unfinished run (train --time-budget,
+    Ctrl-C) exports its best epoch so far and is marked partial."""
+    config = checkpoint["config"]
+    out = {k: config.get(k) for k in (*TRAINING_KEYS, "threads")}
+    out["partial"] = "resume" in checkpoint
+    return out
 
 
 def _factory_source(
@@ -262,15 +285,17 @@ def _factory_source(
     check_output_path(out, force=force, inputs=(weights, source_file), param="out")
     module, source_file = load_factory(spec)
     meta: dict[str, object] = {"qtool.version": __version__}
+    weights_read = None
     if weights is not None:
-        load_weights_into(module, weights)
+        weights_read = load_weights_into(module, weights)
     else:
         meta["qtool.weights_source"] = "factory initialisation (no weights file)"
     meta["qtool.weights_sha256"] = state_dict_sha256(module.state_dict())
     meta["qtool.model"] = spec
     meta["qtool.source_sha256"] = sha256_file(source_file)
+    meta.update(describe(meta, settings, tuple(shape), zoo=False))
     if settings.data_spec:
-        samples = _real_samples(settings.data_spec, shape, None, settings)
+        samples = _real_samples(settings.data_spec, shape, settings.normalization, settings)
         sample_source = f"{settings.data_spec} (test split)"
     else:
         rng = np.random.default_rng(settings.seed)
@@ -279,7 +304,7 @@ def _factory_source(
         sample_source = f"random normal samples (seed {settings.seed})"
         meta["qtool.seed"] = settings.seed
     files = tuple(p for p in (weights, source_file) if p is not None)
-    return _Source(module, tuple(shape), meta, samples, sample_source, files)
+    return _Source(module, tuple(shape), meta, samples, sample_source, files, weights_read)
 
 
 def _real_samples(

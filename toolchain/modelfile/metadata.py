@@ -3,8 +3,9 @@
 A model file comes from anywhere, so the keys later stages act on are checked here, where
 they are read: `normalization` ({"mean": [...], "std": [...]}, numbers, std > 0, equal
 lengths), `class_names` (a list of strings), `input_shape` (a list of dims: ints > 0,
-names or null), `dynamic_batch` (a bool); `model`, `dataset` a string. A value of the wrong
-type is one QtoolError line naming the key, not a TypeError three stages later.
+names or null), `dynamic_batch` (a bool); `model`, `dataset`, `positive_class` a string (the
+last one of the class names). A value of the wrong type is one QtoolError line naming the
+key, not a TypeError three stages later.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def qtool_metadata(model: onnx.ModelProto, where: str = "the model") -> dict[str
                     f"{where} has metadata {METADATA_PREFIX}{key} that {problem}; fix or remove "
                     "it (qtool export writes it)"
                 )
+    positive, names = out.get("positive_class"), out.get("class_names")
+    if positive is not None and names and positive not in names:
+        raise QtoolError(
+            f"{where} has metadata {METADATA_PREFIX}positive_class {positive!r}, which is not "
+            "one of its class_names; fix or remove it (qtool export writes it)"
+        )
     return out
 
 
@@ -110,7 +117,7 @@ def _flag(value: object) -> str | None:
     return None if isinstance(value, bool) else "is not true or false"
 
 
-TEXT_KEYS = ("model", "dataset")
+TEXT_KEYS = ("model", "dataset", "positive_class")
 CHECKS = {
     "normalization": _normalization,
     "class_names": _class_names,
@@ -118,4 +125,5 @@ CHECKS = {
     "dynamic_batch": _flag,
     "model": _text,
     "dataset": _text,
+    "positive_class": _text,
 }

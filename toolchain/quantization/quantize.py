@@ -49,7 +49,7 @@ from qtool.quantization.settings import (
     default_reduce_range,
     resolve_reduce_range,
 )
-from qtool.quantization.tensor_errors import TensorError
+from qtool.quantization.tensor_errors import TensorError, with_modules
 from qtool.report import info
 from qtool.runtimes import make_session
 
@@ -275,7 +275,7 @@ def _report(
         fallback_step_size=options.fallback_step,
         fallback_steps=outcome.steps,
         debug_samples=len(work.debug_index),
-        tensor_errors=outcome.final.errors,
+        tensor_errors=with_modules(outcome.final.errors, work.metadata),
         notes=work.notes,
     )
 

@@ -9,6 +9,7 @@ tensor pairing, same formula), without holding every tensor of every sample at o
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +50,23 @@ class TensorError:
     # feed it, e.g. a Conv whose Relu ORT fused into the quantiser) and its consumers, since
     # ORT puts a Q/DQ pair on a tensor when either side of it is quantised
     nodes: list[str] = field(default_factory=list)
+    module: str | None = None  # the torch module that computed it (exported models), if known
+
+
+def with_modules(errors: list[TensorError], metadata: dict[str, str]) -> list[TensorError]:
+    """Name each tensor's source module: from the exporter's map recorded in the model's
+    metadata (qtool.tensor_modules), else from a TorchScript-style node name."""
+    from qtool.exporters.modules import TENSOR_MODULES_KEY, scope_of_node_name
+
+    try:
+        mapping = json.loads(metadata.get(TENSOR_MODULES_KEY) or "{}")
+    except json.JSONDecodeError:
+        mapping = {}
+    mapping = mapping if isinstance(mapping, dict) else {}
+    for error in errors:
+        found = mapping.get(error.tensor)
+        error.module = found if isinstance(found, str) else scope_of_node_name(error.node)
+    return errors
 
 
 def tensor_errors(
