@@ -14,6 +14,9 @@ on its threads while the caller waits. More worker threads than N is what an unp
 shows (e.g. OpenVINO on every core). The busy-thread count holds on a shared machine; the
 CPU/wall average can only be lowered by other processes, so it catches over-use on an idle one.
 
+Threads of the process that work without any call (a test runner's helper, a leftover pool
+of another library) are not the session's: an idle window as long as the measured one,
+taken just before it, finds them, and they are left out of both counts (`background`).
 A window that is not pinned is measured once more over twice the time before it is reported:
 a thread of the same process that happened to work during a short window (a garbage
 collection, a progress bar, a test runner's helper) rarely does so twice, while a pool that
@@ -45,6 +48,7 @@ class ThreadUse:
     thread_cpu_s: list[float] = field(default_factory=list)  # per busy thread, largest first
     source: str = ""
     caller_cpu_s: float | None = None  # the calling thread's share of cpu_s
+    background: int = 0  # threads busy without any call, left out of the counts
 
     @property
     def workers(self) -> int | None:
@@ -88,12 +92,29 @@ def _thread_times() -> tuple[dict[str, float], str] | None:
     return times, source
 
 
+def background_threads(seconds: float) -> set[str]:
+    """Threads of this process that ran >= BUSY_SHARE of an idle window of `seconds`."""
+    before = _thread_times()
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    wall = time.perf_counter() - t0
+    after = _thread_times()
+    if before is None or after is None:
+        return set()
+    return {tid for tid, t in after[0].items() if t - before[0].get(tid, 0.0) >= BUSY_SHARE * wall}
+
+
 def measure_thread_use(
-    call: Callable[[], object], seconds: float = 0.3, min_calls: int = 3
+    call: Callable[[], object],
+    seconds: float = 0.3,
+    min_calls: int = 3,
+    background: set[str] | None = None,
 ) -> ThreadUse:
     """Run `call` back to back for about `seconds` (at least `min_calls` times) and account
-    the CPU time of every thread of this process over that window."""
+    the CPU time of every thread of this process over that window, leaving out the
+    `background` threads (see `background_threads`)."""
     caller = str(threading.get_native_id())
+    background = (background or set()) - {caller}
     before = _thread_times()
     cpu0, t0 = time.process_time(), time.perf_counter()
     calls = 0
@@ -105,8 +126,11 @@ def measure_thread_use(
     if before is None or after is None:
         return ThreadUse(calls, wall, cpu, None, [], "process CPU time only")
     spent = {tid: t - before[0].get(tid, 0.0) for tid, t in after[0].items()}
+    cpu -= sum(spent.pop(tid, 0.0) for tid in background)
     busy = sorted((s for s in spent.values() if s >= BUSY_SHARE * wall), reverse=True)
-    return ThreadUse(calls, wall, cpu, len(busy), busy, after[1], spent.get(caller))
+    use = ThreadUse(calls, wall, max(cpu, 0.0), len(busy), busy, after[1], spent.get(caller))
+    use.background = len(background)
+    return use
 
 
 def pinning_check(use: ThreadUse, threads: int) -> dict:
@@ -123,6 +147,7 @@ def pinning_check(use: ThreadUse, threads: int) -> dict:
         "cpu_ms_per_call": round(1e3 * use.cpu_s / max(1, use.calls), 4),
         "wall_ms_per_call": round(1e3 * use.wall_s / max(1, use.calls), 4),
         "calls": use.calls,
+        "background_threads_left_out": use.background,
         "pinned": pinned,
         "method": (
             f"CPU time per OS thread ({use.source}) over {use.wall_s:.2f} s of back-to-back "
@@ -133,12 +158,15 @@ def pinning_check(use: ThreadUse, threads: int) -> dict:
 
 
 def check_pinning(call: Callable[[], object], threads: int, seconds: float) -> dict:
-    """pinning_check over a window of back-to-back calls, confirmed over a second window
-    twice as long when the first says not pinned (see the module docstring)."""
-    check = pinning_check(measure_thread_use(call, seconds), threads)
+    """pinning_check over a window of back-to-back calls (background threads found by an
+    idle window first), confirmed over a second window twice as long when the first says
+    not pinned (see the module docstring)."""
+    idle = background_threads
+    check = pinning_check(measure_thread_use(call, seconds, background=idle(seconds)), threads)
     if check["pinned"] is not False:
         return check
-    confirmed = pinning_check(measure_thread_use(call, 2 * seconds), threads)
+    long = 2 * seconds
+    confirmed = pinning_check(measure_thread_use(call, long, background=idle(long)), threads)
     confirmed["windows"] = 2
     confirmed["first_window"] = {
         k: check[k] for k in ("busy_threads", "busy_besides_caller", "cpu_per_wall")

@@ -111,3 +111,24 @@ def test_a_stray_thread_in_one_window_is_confirmed_away_but_a_wide_pool_is_not()
     assert check["first_window"]["busy_besides_caller"] >= 1
     wide = check_pinning(_matmul_session(4), 1, 0.1)
     assert wide["pinned"] is False
+
+
+@linux_only
+def test_a_thread_busy_without_any_call_is_left_out_as_background():
+    """A thread of the process that works with or without calls (here: spinning Python) is
+    not the session's; the idle window before the check finds it."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(2000))
+
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        check = check_pinning(_matmul_session(1), 1, 0.1)
+    finally:
+        stop.set()
+        worker.join()
+    assert check["background_threads_left_out"] >= 1
+    assert check["pinned"] is True and check["busy_besides_caller"] == 0
