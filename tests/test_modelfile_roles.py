@@ -11,6 +11,7 @@ from qtool.faults.storage.selection import Selection
 from qtool.faults.storage.targets import select_targets
 from qtool.modelfile.roles import (
     FIXED,
+    fixed_conv_names,
     initializer_roles,
     is_fixed,
     is_selection,
@@ -113,3 +114,12 @@ def test_quantised_gather_is_found_behind_its_dequantize(tmp_path):
         ).max()
         == 127
     )  # 1 is int8-exact: scale 1/127
+
+
+def test_weights_in_external_data_not_loaded_are_not_read(tmp_path):
+    """quantize looks for gathers in a model read without its external data (a > 2 GB model
+    keeps its weights on disk): those Convs are left alone, not decoded from missing bytes."""
+    path = tmp_path / "g.onnx"
+    onnx.save(gather_model(one_hot()), str(path), save_as_external_data=True, size_threshold=0)
+    assert fixed_conv_names(onnx.load(str(path), load_external_data=False)) == []
+    assert len(fixed_conv_names(onnx.load(str(path)))) == 1

@@ -130,7 +130,9 @@ def _conv_weight(
     group (a gather is depthwise) are decoded, so large dense weights are never read."""
     dq = producers.get(name)
     if dq is not None and dq.op_type == "DequantizeLinear":
-        if not all(i in inits for i in dq.input[:3] if i) or len(inits[dq.input[0]].dims) < 3:
+        if not all(i in inits and _in_memory(inits[i]) for i in dq.input[:3] if i):
+            return None
+        if len(inits[dq.input[0]].dims) < 3:
             return None
         if inits[dq.input[0]].dims[1] != 1:
             return None
@@ -140,9 +142,15 @@ def _conv_weight(
         scale, zero = np.reshape(scale, shape), np.reshape(zero, shape)
         return (x.astype(np.float64) - zero.astype(np.float64)) * scale
     tensor = inits.get(name)
-    if tensor is None or len(tensor.dims) < 3 or tensor.dims[1] != 1:
+    if tensor is None or len(tensor.dims) < 3 or tensor.dims[1] != 1 or not _in_memory(tensor):
         return None
     return numpy_helper.to_array(tensor)
+
+
+def _in_memory(tensor: onnx.TensorProto) -> bool:
+    """False for a tensor whose data is in an external file not loaded here (the values of a
+    model read without its external data are not looked at)."""
+    return tensor.data_location != onnx.TensorProto.EXTERNAL
 
 
 def fixed_conv_names(model: onnx.ModelProto) -> list[str]:
