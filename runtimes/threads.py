@@ -157,11 +157,17 @@ def pinning_check(use: ThreadUse, threads: int) -> dict:
     }
 
 
-def check_pinning(call: Callable[[], object], threads: int, seconds: float) -> dict:
-    """pinning_check over a window of back-to-back calls (background threads found by an
-    idle window first), confirmed over a second window twice as long when the first says
-    not pinned (see the module docstring)."""
-    idle = background_threads
+def check_pinning(
+    call: Callable[[], object], threads: int, seconds: float, background: bool = True
+) -> dict:
+    """pinning_check over a window of back-to-back calls (with `background`, threads busy in
+    an idle window first are left out: not with spinning pools, whose own threads spin
+    between calls), confirmed over a second window twice as long when the first says not
+    pinned (see the module docstring)."""
+
+    def idle(window: float) -> set[str]:
+        return background_threads(window) if background else set()
+
     check = pinning_check(measure_thread_use(call, seconds, background=idle(seconds)), threads)
     if check["pinned"] is not False:
         return check

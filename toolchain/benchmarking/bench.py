@@ -276,7 +276,10 @@ def _measure_group(
     raw = measure_interleaved(contenders, plan.runs, seconds, plan.warmup, plan.seed)
     checks: list[dict | None] = [None] * len(contenders)
     if plan.thread_check_s > 0:
-        checks = [check_pinning(c, threads, plan.thread_check_s) for c in contenders]
+        checks = [
+            check_pinning(c, threads, plan.thread_check_s, background=not plan.spinning)
+            for c in contenders
+        ]
     windows: list[list[EnergyWindow]] = [[] for _ in contenders]
     order: list[list[int]] = []
     if energy.method != "off":
