@@ -17,7 +17,6 @@ Run: python benchmarks/providers.py [--seconds 2] [--threads 1,2] [--json out.js
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qtool.benchmarking import BenchPlan, run_bench
+from qtool.machine import cpu_line
 from qtool.outputs import write_json
 from qtool.report import show, table
 from qtool.runtimes.providers import list_providers
@@ -151,23 +151,6 @@ def zoo_cnn(folder: Path, seed: int) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def cpu_flags() -> str:
-    """The CPU model and the flags that decide the kernels (AVX-512, VNNI, AMX, BF16)."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-              "amx_bf16")  # fmt: skip
-    return f"{model}; flags: {' '.join(f for f in wanted if f in flags) or 'none of interest'}"
-
-
 def provider_rows(result, usable: list[str]) -> list[list[str]]:
     rows = []
     first_model = result.models[0]
@@ -233,7 +216,7 @@ def main() -> None:
     columns = ["model", "provider", "precision", "threads", "batch", "p50 ms", "INT8/FP32",
                "vs cpu [95 % CI]", "busy threads (besides caller)", "CPU/wall",
                "pinned"]  # fmt: skip
-    show(table(f"providers on {cpu_flags()}", columns, rows))
+    show(table(f"providers on {cpu_line()}", columns, rows))
     for n in CANDIDATES:
         if n not in usable:
             show(f"{n}: unavailable: {status[n].reason}")

@@ -39,13 +39,13 @@ from qtool.benchmarking.bench import environment, run_bench
 from qtool.benchmarking.plan import BenchPlan
 from qtool.data.datasets import load_dataset
 from qtool.evaluation.evaluate import evaluate_session, model_io
+from qtool.machine import cpu_line
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.modelfile.roles import is_fixed
 from qtool.modelfile.summary import count_fixed_flops, count_flops, summarize
 from qtool.outputs import write_json
 from qtool.quantization.quantize import QuantizeOptions, quantize_model
-from qtool.quantization.settings import cpu_flags
 from qtool.report import fmt_bytes, fmt_count, show, table
 from qtool.runtimes import make_session
 from qtool.runtimes.analytic_energy import analytic_energy
@@ -319,8 +319,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     env = environment()
-    print(f"CPU: {env['cpu']} ({env['logical_cpus']} logical), onnxruntime {env['onnxruntime']}")
-    print(f"CPU flags: {', '.join(sorted(cpu_flags() & {'avx2', 'avx512f', 'avx512_vnni'}))}")
+    print(f"CPU: {cpu_line()}; onnxruntime {env['onnxruntime']}")
     datasets = [args.data, *[f"npz:{p}" for p in args.npz]]
     results = []
     for i, data in enumerate(datasets):

@@ -9,21 +9,41 @@ import platform
 from pathlib import Path
 
 # flags that change which integer and float kernels ONNX Runtime and OpenVINO pick
-NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+NOTABLE_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+    "amx_tile", "amx_int8", "amx_bf16",
+)  # fmt: skip
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def _cpuinfo() -> str:
+    try:
+        return CPUINFO.read_text()
+    except OSError:  # not Linux, or hidden: no model name and no flags
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags (x86 `flags`, Arm `Features`) of /proc/cpuinfo or of the text
+    given; empty when it cannot be read."""
+    flags: set[str] = set()
+    for line in (_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
 
 
 def cpu_info() -> dict:
     """Machine, processor, model name and every flag /proc/cpuinfo lists (Linux)."""
-    info = {"machine": platform.machine(), "processor": platform.processor(), "flags": []}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and "model" not in info:
-                info["model"] = line.split(":", 1)[1].strip()
-            if line.startswith(("flags", "Features")):
-                info["flags"] = sorted(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    text = _cpuinfo()
+    info: dict = {"machine": platform.machine(), "processor": platform.processor()}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name":
+            info["model"] = value.strip()
+            break
+    info["flags"] = sorted(cpu_flags(text))
     return info
 
 

@@ -42,6 +42,7 @@ from qtool.benchmarking.results import (
 )
 from qtool.errors import QtoolError
 from qtool.evaluation.providers import compare_providers
+from qtool.machine import cpu_info
 from qtool.modelfile.load import load_model
 from qtool.modelfile.metadata import qtool_metadata
 from qtool.runtimes.analytic_energy import analytic_energy
@@ -335,16 +336,9 @@ def _same_model_on_first_provider(pairs: list[Pair]) -> list[int | None]:
 
 def environment() -> dict:
     """The machine and library versions a reader needs to compare two reports."""
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    info = cpu_info()
     return {
-        "cpu": cpu,
+        "cpu": info.get("model") or info["processor"],
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": sys.version.split()[0],

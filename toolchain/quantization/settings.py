@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import onnxruntime as ort
 
 from qtool.errors import QtoolError
+from qtool.machine import cpu_flags
 
 METHODS = ("minmax", "entropy", "percentile", "distribution")
 FORMATS = ("qdq", "qoperator")
@@ -108,21 +108,6 @@ class QuantSettings:
     calibration_batch: int = 0  # samples per calibration run (from activation_memory_mb)
     placement: dict = field(default_factory=dict)  # mode and nodes kept out (Placement.record)
     onnxruntime_version: str = ort.__version__
-
-
-def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty when it cannot be read)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
 
 
 def default_reduce_range(
