@@ -164,16 +164,15 @@ def _candidates(graph: ExecutedGraph, kinds: dict[str, str]) -> tuple[list[str],
         else:
             out.append(name)
     out += _isolated_movement(graph, kinds)
-    out += _bracketed_elementwise(graph, kinds, run_consumers)
+    out += _bracketed_elementwise(run, kinds, run_consumers)
     return sorted(out), sorted(float_kept)
 
 
 def _bracketed_elementwise(
-    graph: ExecutedGraph, kinds: dict[str, str], consumers: dict
+    run: dict[str, onnx.NodeProto], kinds: dict[str, str], consumers: dict
 ) -> list[str]:
-    """Element-wise integer kernels whose every consumer is a DequantizeLinear (or none):
-    their 8-bit result goes straight back to float."""
-    run = {n.name: n for n in graph.nodes}
+    """Element-wise integer kernels (`run`: the executed nodes by name) whose every consumer
+    is a DequantizeLinear (or none): their 8-bit result goes straight back to float."""
     out = []
     for name, kind in kinds.items():
         node = run.get(name)
