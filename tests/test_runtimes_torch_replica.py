@@ -269,3 +269,55 @@ def test_unsupported_attributes_and_targets():
         TorchReplica(model).run({"x": torch.from_numpy(x(1, 1, 4, 4))})
     with pytest.raises(UnsupportedGraph, match="no initializer named 'nope'"):
         TorchReplica(model, ["nope"])
+
+
+def _qdq_net():
+    """int8 weight -> Conv -> QDQ activation -> Conv: what the bit search differentiates."""
+    w1 = RNG.integers(-128, 128, (4, 2, 3, 3)).astype(np.int8)
+    w2 = RNG.integers(-128, 128, (3, 4, 3, 3)).astype(np.int8)
+    inits = {"w1q": w1, "w2q": w2, "ws": np.array(0.02, np.float32), "wz": np.array(0, np.int8),
+             "as": np.array(0.05, np.float32), "az": np.array(128, np.uint8)}  # fmt: skip
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w1q", "ws", "wz"], ["w1"]),
+        helper.make_node("DequantizeLinear", ["w2q", "ws", "wz"], ["w2"]),
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["h", "as", "az"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "as", "az"], ["hd"]),
+        helper.make_node("Conv", ["hd", "w2"], ["y"]),
+    ]
+    return TorchReplica(_model(nodes, {"x": x(6, 2, 5, 5)}, inits), ["w1q", "w2q"])
+
+
+def test_quantize_gradient_is_the_composed_ops_gradient_to_the_bit():
+    """QuantizeLinear is one autograd node; its gradient is what x / scale, round (straight
+    through), + zero point and clamp give when differentiated step by step."""
+    replica = _qdq_net()
+    feed = torch.from_numpy(x(6, 2, 5, 5) * 4)  # wide enough that some activations saturate
+    h = replica.run_env({"x": feed})["h"].detach().requires_grad_()
+    s, z = torch.tensor(0.05), torch.tensor(128.0)
+    t = h / s
+    steps = torch.clamp(t + (torch.round(t) - t).detach() + z, 0, 255)
+    upstream = torch.from_numpy(x(*h.shape))
+    (expected,) = torch.autograd.grad(steps, h, upstream)
+    q = replica._op_QuantizeLinear(None, [h, s, torch.tensor(128, dtype=torch.uint8)], {})
+    (got,) = torch.autograd.grad(q, h, upstream)
+    assert torch.equal(q, steps.detach()) and torch.equal(got, expected)
+    assert (got == 0).any() and (got != 0).any()
+
+
+def test_static_weights_reused_across_chunks_give_the_same_gradients():
+    """Weights dequantised once (`static_values`) and differentiated chunk after chunk give
+    the gradients of dequantising them in every chunk, to the bit."""
+    replica = _qdq_net()
+    feed = torch.from_numpy(x(6, 2, 5, 5))
+    chunks = [slice(0, 4), slice(4, 6)]
+    grads = []
+    for given in (None, replica.static_values()):
+        for p in replica.params.values():
+            p.grad = None
+        for rows in chunks:
+            loss = replica.run_env({"x": feed[rows]}, given=given)["y"].square().mean()
+            loss.backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in replica.params.values()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    assert all(g.abs().sum() > 0 for g in grads[0])

@@ -50,7 +50,35 @@ class QuantOps(ReplicaOps):
         if dtype not in _QRANGE:
             raise UnsupportedGraph(f"QuantizeLinear to ONNX type {dtype}")
         lo, hi = _QRANGE[dtype]
-        t = x / scale
-        t = t + (torch.round(t) - t).detach()  # ONNX rounds x / scale before adding zp
-        q = t + (zp.float() if zp is not None else 0.0)
-        return torch.clamp(q, lo, hi)  # saturation: zero gradient outside the range
+        return _quantize_function(torch).apply(x, scale, zp, lo, hi)
+
+
+_FUNCTION = None
+
+
+def _quantize_function(torch):
+    """QuantizeLinear as one autograd node: the forward works in place on one tensor and
+    keeps a byte mask, instead of five differentiable steps each keeping a float tensor.
+    The gradient is computed as the five steps computed it (mask, then / scale), so it
+    is the same to the bit."""
+    global _FUNCTION
+    if _FUNCTION is None:
+
+        class QuantizeLinear(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, x, scale, zp, lo, hi):
+                q = torch.div(x, scale)
+                q.round_()  # half to even, as ONNX, before the zero point is added
+                if zp is not None:
+                    q.add_(zp.float())
+                inside = (q >= lo) & (q <= hi)  # where the rounding is not saturated
+                ctx.save_for_backward(inside, scale)
+                return q.clamp_(lo, hi)
+
+            @staticmethod
+            def backward(ctx, grad):
+                inside, scale = ctx.saved_tensors
+                return torch.where(inside, grad, 0.0) / scale, None, None, None, None
+
+        _FUNCTION = QuantizeLinear
+    return _FUNCTION

@@ -98,15 +98,33 @@ class TorchReplica(ElementwiseOps, ShapeOps, LayerOps, QuantOps):
         env = self.run_env(feeds)
         return [env[n] for n in (outputs or self.output_names)]
 
+    def static_values(self) -> dict[str, Any]:
+        """Outputs of the nodes that read initializers only (the DequantizeLinear of each
+        int8 weight): with autograd, for `run_env(given=...)`, so a batch split into chunks
+        dequantises its weights once instead of once per chunk."""
+        known = set(self.consts) | set(self.params) | {""}
+        static = []
+        for node in self.graph.node:
+            if all(i in known for i in node.input):
+                static.append(node)
+                known.update(node.output)
+        env = dict(self.consts)
+        env.update(self.params)
+        env[""] = None
+        self._run_nodes(static, env)
+        return {out: env[out] for node in static for out in node.output if out}
+
     def run_env(
         self,
         feeds: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
         changed: Iterable[str] = (),
+        given: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Every tensor of the graph by name. With `cache` (an earlier run's result) only the
         nodes downstream of the `changed` tensors are recomputed: a one-weight change then
-        costs the layers after it, not the whole network."""
+        costs the layers after it, not the whole network. Nodes whose outputs are `given`
+        (`static_values` of the current weights) are not run."""
         if cache is not None:
             env = dict(cache)
             env.update(self.params)
@@ -120,11 +138,22 @@ class TorchReplica(ElementwiseOps, ShapeOps, LayerOps, QuantOps):
                     value if isinstance(value, self.torch.Tensor) else self.torch.as_tensor(value)
                 )
             dirty = None
-        for node in self.graph.node:
-            if dirty is not None:
-                if not any(i in dirty for i in node.input):
-                    continue
-                dirty.update(node.output)
+        nodes = list(self.graph.node)
+        if given:
+            env.update(given)
+            nodes = [n for n in nodes if not _all_given(n, given)]
+        if dirty is not None:
+            kept = []
+            for node in nodes:
+                if any(i in dirty for i in node.input):
+                    dirty.update(node.output)
+                    kept.append(node)
+            nodes = kept
+        self._run_nodes(nodes, env)
+        return env
+
+    def _run_nodes(self, nodes: list, env: dict[str, Any]) -> None:
+        for node in nodes:
             ins = [env[i] if i else None for i in node.input]
             try:
                 result = getattr(self, "_op_" + node.op_type)(node, ins, attributes(node))
@@ -139,7 +168,11 @@ class TorchReplica(ElementwiseOps, ShapeOps, LayerOps, QuantOps):
             for out, value in zip(node.output, result, strict=False):
                 if out:
                     env[out] = value
-        return env
+
+
+def _all_given(node: onnx.NodeProto, given: dict[str, Any]) -> bool:
+    outs = [o for o in node.output if o]
+    return bool(outs) and all(o in given for o in outs)
 
 
 TorchReplica.SUPPORTED = frozenset(

@@ -78,14 +78,14 @@ class GradientSearcher:
     def _chunks(self) -> list[slice]:
         return [slice(s, s + self.chunk) for s in range(0, len(self.x), self.chunk)]
 
-    def _forward(self, rows: slice):
-        env = self.replica.run_env({self.model.io.input_name: self.x[rows]})
+    def _forward(self, rows: slice, given: dict | None = None):
+        env = self.replica.run_env({self.model.io.input_name: self.x[rows]}, given=given)
         return env[self.loss_tensor].reshape(len(self.x[rows]), -1)
 
-    def _loss(self, rows: slice):
+    def _loss(self, rows: slice, given: dict):
         """The objective's mean over one chunk."""
         torch = self.torch
-        out, y = self._forward(rows), self.y[rows]
+        out, y = self._forward(rows, given), self.y[rows]
         if self.objective == "margin":  # mean clamped logit margin (CW-style)
             own = out.gather(1, y[:, None])[:, 0]
             mask = torch.nn.functional.one_hot(y, out.shape[1]).bool()
@@ -104,16 +104,18 @@ class GradientSearcher:
         """dL/dW of the attack batch into the replica's leaves, chunk by chunk; the loss."""
         for p in self.replica.params.values():
             p.grad = None
+        weights = self.replica.static_values()  # dequantised once, differentiated per chunk
         total = 0.0
         for rows in self._chunks():
             if deadline is not None:
                 deadline.check()
-            loss = self._loss(rows) * (len(self.x[rows]) / len(self.x))
+            loss = self._loss(rows, weights) * (len(self.x[rows]) / len(self.x))
             value = float(loss.detach())
             total += value
             if not np.isfinite(value):
                 return float("inf")
-            loss.backward()
+            loss.backward(retain_graph=True)  # the weights' part serves the next chunk
+            del loss  # the chunk's own graph goes now, before the next one is built
         return total
 
     def candidates(self, deadline: Deadline | None = None) -> tuple[float, list[Candidate]]:
@@ -134,37 +136,51 @@ class GradientSearcher:
         return base, out
 
     def _layer_top(self, i: int, g: np.ndarray, flipped: list[tuple[int, int]]):
-        """The `per_layer` flips of target i with the largest positive first-order gain, as
-        (gain, word, bit, new value), best first (ties: lowest word, then bit). One bit
-        position at a time, so memory is a few copies of the tensor, not one per bit."""
         t = self.model.targets[i]
-        values = self.model.words(i)
-        old = values.astype(np.float64)
-        nbits = SEARCH_TYPES[t.loc.data_type]
-        k = min(self.per_layer, values.size * nbits)
-        best: list[tuple[float, int, float]] = []  # (gain, flat index w * nbits + b, new)
-        table = _byte_table(t.loc.data_type)  # int8/uint8: new value per stored byte and bit
-        codes = values.view(np.uint8) if table is not None else None
-        for b in range(nbits):
-            if table is not None:
-                new = table[b][codes]  # exact, as flipped_values, one gather instead of five
-            else:
-                new = flipped_values(t.loc.data_type, values, [b])[:, 0]
-            with np.errstate(over="ignore", invalid="ignore"):
-                gain = g * (new - old)
-            gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
-            for w, fb in flipped:
-                if fb == b:
-                    gain[w] = -np.inf
-            if k == 1:
-                top = [int(np.argmax(gain))]  # the first of equal gains
-            elif k < gain.size:
-                top = np.argpartition(-gain, k - 1)[:k]
-            else:
-                top = np.arange(gain.size)
-            best += [(float(gain[w]), int(w) * nbits + b, float(new[w])) for w in top]
-        best.sort(key=lambda c: (-c[0], c[1]))
-        return [(gain, *divmod(idx, nbits), new) for gain, idx, new in best[:k] if gain > 0]
+        return top_flips(t.loc.data_type, self.model.words(i), g, flipped, self.per_layer)
+
+
+def top_flips(
+    data_type: int, values: np.ndarray, g: np.ndarray, flipped: list[tuple[int, int]], k: int
+) -> list[tuple[float, int, int, float]]:
+    """The k flips of one tensor with the largest positive first-order gain g x (new - old),
+    as (gain, word, bit, new value), best first (ties: lowest word, then bit); `flipped`
+    (word, bit) pairs are left out."""
+    nbits = SEARCH_TYPES[data_type]
+    k = min(k, values.size * nbits)
+    if k == 1 and nbits == 8:
+        return _best_byte_flip(data_type, values, g, flipped)
+    return _ranked_flips(data_type, values, g, flipped, k)
+
+
+def _ranked_flips(data_type, values, g, flipped, k):
+    """`top_flips` one bit position at a time: memory is a few copies of the tensor, not one
+    per bit."""
+    nbits = SEARCH_TYPES[data_type]
+    old = values.astype(np.float64)
+    best: list[tuple[float, int, float]] = []  # (gain, flat index w * nbits + b, new)
+    table = _byte_table(data_type)  # int8/uint8: new value per stored byte and bit
+    codes = values.view(np.uint8) if table is not None else None
+    for b in range(nbits):
+        if table is not None:
+            new = table[b][codes]  # exact, as flipped_values, one gather instead of five
+        else:
+            new = flipped_values(data_type, values, [b])[:, 0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            gain = g * (new - old)
+        gain[~np.isfinite(new) | ~np.isfinite(gain)] = -np.inf  # rank with finite values
+        for w, fb in flipped:
+            if fb == b:
+                gain[w] = -np.inf
+        if k == 1:
+            top = [int(np.argmax(gain))]  # the first of equal gains
+        elif k < gain.size:
+            top = np.argpartition(-gain, k - 1)[:k]
+        else:
+            top = np.arange(gain.size)
+        best += [(float(gain[w]), int(w) * nbits + b, float(new[w])) for w in top]
+    best.sort(key=lambda c: (-c[0], c[1]))
+    return [(gain, *divmod(idx, nbits), new) for gain, idx, new in best[:k] if gain > 0]
 
 
 def _byte_table(data_type: int) -> np.ndarray | None:
@@ -173,3 +189,34 @@ def _byte_table(data_type: int) -> np.ndarray | None:
         return None
     stored = np.arange(256, dtype=np.uint8).view(NUMPY_TYPES[data_type])
     return np.ascontiguousarray(flipped_values(data_type, stored, np.arange(8)).T)
+
+
+def _best_byte_flip(
+    data_type: int, values: np.ndarray, g: np.ndarray, flipped: list[tuple[int, int]]
+) -> list[tuple[float, int, int, float]]:
+    """`top_flips` with k = 1 for int8/uint8 weights in one pass instead of eight.
+
+    A byte's eight flips change its value by eight distinct powers of two, so for a gradient
+    g the best of them is the largest increase (g > 0) or decrease (g < 0): one table lookup
+    per element. The winner is the same flip the eight-pass ranking picks (highest gain,
+    then lowest word; one element never has two best bits), bits already flipped excluded."""
+    table = _byte_table(data_type)
+    assert table is not None
+    delta = table - np.arange(256, dtype=np.uint8).view(NUMPY_TYPES[data_type])[None, :]
+    up, down = delta.argmax(0), delta.argmin(0)  # per stored byte: the bit of each extreme
+    every = np.arange(256)
+    codes = values.view(np.uint8)
+    rising = g > 0
+    best_bit = np.where(rising, up[codes], down[codes])
+    with np.errstate(over="ignore", invalid="ignore"):
+        gain = g * np.where(rising, delta[up, every][codes], delta[down, every][codes])
+        for w, fb in flipped:  # the best other bit of an element flipped at fb before
+            others = [b for b in range(8) if b != fb]
+            gains = g[w] * delta[others, codes[w]]
+            best_bit[w], gain[w] = others[int(np.argmax(gains))], gains.max()
+    gain[~np.isfinite(gain)] = -np.inf
+    w = int(np.argmax(gain))
+    if not gain[w] > 0:
+        return []
+    b = int(best_bit[w])
+    return [(float(gain[w]), w, b, float(table[b][codes[w]]))]
