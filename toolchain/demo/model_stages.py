@@ -103,7 +103,10 @@ def stage_quantize(ctx: DemoContext) -> None:
             size_ratio=report.size_ratio,
             int8_accuracy=report.accuracy_after,
             accuracy_drop_pp=report.accuracy_drop_pp,
-            fp32_nodes=len(report.settings.fp32_nodes),
+            # kept in float: for speed (placement) or for the accuracy budget (fallback)
+            float_nodes=len(
+                set(report.placement.get("excluded", [])) | set(report.settings.fp32_nodes)
+            ),
         )
         ev = evaluate_test_split(out, rec.data)
         write_json(ctx.out_dir / f"{rec.name}.int8.eval.json", {"model": str(out), **vars(ev)})

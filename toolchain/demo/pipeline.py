@@ -80,7 +80,7 @@ COLUMNS: list[Column] = [
     Column("FP32 acc", "fp32_accuracy", fmt_pct),
     Column("INT8 size", "int8_bytes", fmt_bytes),
     Column("INT8 acc", "int8_accuracy", fmt_pct),
-    Column("FP32 nodes", "fp32_nodes"),
+    Column("float nodes", "float_nodes"),
     Column("trained", "trained"),
     Column("FP32 b1", "p50_fp32_b1_ms", fmt_ms, "cpu"),
     Column("INT8 b1", "p50_int8_b1_ms", fmt_ms, "cpu"),
