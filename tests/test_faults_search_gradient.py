@@ -20,6 +20,7 @@ def test_best_byte_flip_equals_the_eight_pass_ranking(data_type, seed):
     # gradients with zeros, exact ties across elements and a few large values
     g = rng.choice([-2.0, -0.5, 0.0, 0.25, 1.0, 3.0], n) * rng.choice([1.0, 1e-3, 1e30], n)
     flipped = [(int(w), int(b)) for w, b in rng.integers(0, [n, 8], (5, 2))]
+    flipped += [(flipped[0][0], (flipped[0][1] + k) % 8) for k in (1, 2)]  # one word thrice
     fast = top_flips(data_type, values, g, flipped, 1)
     assert fast == _ranked_flips(data_type, values, g, flipped, 1)
     if fast:
@@ -39,3 +40,9 @@ def test_a_flipped_bit_is_not_proposed_again():
     assert top_flips(INT8, values, g, [], 1)[0][1:3] == (0, 6)  # 0 -> 64
     gain, w, b, new = top_flips(INT8, values, g, [(0, 6)], 1)[0]
     assert (w, b, new) == (0, 5, 32.0)  # 32 x 1.0 beats 64 x 0.5
+    gain, w, b, new = top_flips(INT8, values, g, [(0, 6), (0, 5)], 1)[0]
+    assert (w, b, new) == (1, 6, 64.0)  # 64 x 0.5 beats 16 x 1.0
+    every = [(0, b) for b in range(8)] + [(1, b) for b in range(8)]
+    assert top_flips(INT8, values, g, every, 1) == []
+    for flipped in ([(0, 6), (0, 5)], every[:7], every[3:12]):
+        assert top_flips(INT8, values, g, flipped, 1) == _ranked_flips(INT8, values, g, flipped, 1)

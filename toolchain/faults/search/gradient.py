@@ -210,8 +210,14 @@ def _best_byte_flip(
     best_bit = np.where(rising, up[codes], down[codes])
     with np.errstate(over="ignore", invalid="ignore"):
         gain = g * np.where(rising, delta[up, every][codes], delta[down, every][codes])
-        for w, fb in flipped:  # the best other bit of an element flipped at fb before
-            others = [b for b in range(8) if b != fb]
+        done: dict[int, set[int]] = {}
+        for w, fb in flipped:
+            done.setdefault(w, set()).add(fb)
+        for w, bits in done.items():  # the best bit of an element not flipped before
+            others = [b for b in range(8) if b not in bits]
+            if not others:
+                gain[w] = -np.inf
+                continue
             gains = g[w] * delta[others, codes[w]]
             best_bit[w], gain[w] = others[int(np.argmax(gains))], gains.max()
     gain[~np.isfinite(gain)] = -np.inf
