@@ -262,14 +262,17 @@ def run_stage(args: list[str]) -> dict:
     return json.loads(lines[-1])
 
 
-def stage_commands(name: str, workdir: Path, data: str, seed: int) -> list[tuple]:
-    """(stage, qtool arguments) of the whole pipeline for one model, into workdir/pipeline."""
+def stage_commands(
+    name: str, workdir: Path, data: str, seed: int, sasa_exclude: str = "none"
+) -> list[tuple]:
+    """(stage, qtool arguments) of the whole pipeline for one model, into workdir/pipeline;
+    quantised as the table's models are (placement, plus `--sasa-exclude` if given)."""
     src, ckpt, d = workdir / f"{name}.onnx", workdir / f"{name}.pt", workdir / "pipeline"
     fp32, int8 = d / f"{name}.onnx", d / f"{name}.int8.onnx"
     quant = ["quantize", str(fp32), "--calib", data, "--out", str(int8), "--seed", str(seed)]
-    if name == "sasa":
+    if name == "sasa" and sasa_exclude != "none":
         nodes = ",".join(fixed_nodes(src))
-        quant += ["--exclude-op-types", "Mul,Softmax", "--exclude-nodes", nodes]
+        quant += ["--exclude-op-types", sasa_exclude, "--exclude-nodes", nodes]
     flips = ["--bits", "1,10", "--trials", "5", "--data", data, "--seed", str(seed)]
     return [
         ("export", ["export", name, "--weights", str(ckpt), "--out", str(fp32)]),
@@ -284,12 +287,14 @@ def stage_commands(name: str, workdir: Path, data: str, seed: int) -> list[tuple
     ]  # fmt: skip
 
 
-def pipeline_stages(workdir: Path, data: str, seed: int) -> dict[str, dict]:
+def pipeline_stages(
+    workdir: Path, data: str, seed: int, sasa_exclude: str = "none"
+) -> dict[str, dict]:
     """Wall time and peak memory of every stage on the medium CNN and SASA."""
     out: dict[str, dict] = {}
     for name in ("sasa", "cnn"):
         (workdir / "pipeline").mkdir(exist_ok=True)
-        for stage, args in stage_commands(name, workdir, data, seed):
+        for stage, args in stage_commands(name, workdir, data, seed, sasa_exclude):
             print(f"$ qtool {' '.join(args)[:150]}", file=sys.stderr)
             out[f"{name} {stage}"] = run_stage([*args, "--force"])
     return out
@@ -334,7 +339,7 @@ def main() -> None:
         results.append(result)
     payload = {"environment": env, "results": results, "analytic": True}
     if args.pipeline:
-        stages = pipeline_stages(args.workdir / "data0", args.data, args.seed)
+        stages = pipeline_stages(args.workdir / "data0", args.data, args.seed, args.sasa_exclude)
         show(stage_table(stages))
         payload["pipeline"] = stages
     if args.json:

@@ -41,6 +41,10 @@ def test_demo_trains_then_reuses_the_cache(tmp_path, monkeypatch):
     assert set(summary["stage_seconds"]) == {name for name, _ in STAGES} | {"total"}
     # every later stage left its facts: INT8 model, FP32-vs-INT8 timing, flip curves, search
     assert rec.paths["int8"].is_file() and rec.results["int8_accuracy"] >= 0.94
+    quantized = json.loads((tmp_path / "out" / "mlp.quantize.json").read_text())
+    in_float = set(quantized["placement"].get("excluded", []))  # for speed
+    in_float |= set(quantized["settings"]["fp32_nodes"])  # for the accuracy budget
+    assert rec.results["float_nodes"] == len(in_float)
     assert rec.results["latency_ratio_b32"] > 0 and rec.results["energy_method"]
     assert set(rec.results["random_flip_accuracy"]) == {"fp32", "int8"}
     assert 0 < rec.results["targeted_flips"] <= 20
