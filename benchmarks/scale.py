@@ -127,7 +127,7 @@ def suffix_bound(int8: Path, data_spec: str, budgets=(1, 5, 20)) -> dict[int, fl
             seg.session.run(list(seg.segment.outputs), feeds)
             seconds[j] += time.perf_counter() - start
     start = time.perf_counter()
-    predict(model.session(), model.io, model.x)
+    predict(model.session(), model.io, model.x, model.batch)
     whole = time.perf_counter() - start
     bits_from = np.zeros(len(seconds))  # eligible bits whose earliest reader is segment j
     for t, n in zip(model.targets, model.space.per_target(), strict=True):

@@ -17,7 +17,7 @@ from flip_models import digits_resnet
 
 from qtool.data.datasets import load_dataset
 from qtool.evaluation.model_io import run_scores
-from qtool.faults.campaign.trials import eval_batch, prepare_model, trial_rng
+from qtool.faults.campaign.trials import prepare_model, trial_rng
 from qtool.faults.storage import Selection
 
 
@@ -41,7 +41,7 @@ def faulted_scores(model, sites) -> tuple[np.ndarray, np.ndarray]:
     incremental = model.incremental.scores(model.cache, sessions)
     undo = model.fault.apply({None: model.buf}, sites)
     try:
-        whole = run_scores(model.session(), model.io, model.x, batch=eval_batch(model.x))
+        whole = run_scores(model.session(), model.io, model.x, batch=model.batch)
     finally:
         undo.restore()
     return incremental, whole
@@ -103,7 +103,7 @@ def test_committed_faults_update_the_cache(int8_models):
     before = model.cache.scores.copy()
     inc.commit(model.fault, sites, [model.cache])
     model.fault.apply({None: model.buf}, sites)  # the whole model, faulted the same way
-    whole = run_scores(model.session(), model.io, model.x, batch=eval_batch(model.x))
+    whole = run_scores(model.session(), model.io, model.x, batch=model.batch)
     assert model.cache.scores.tobytes() == whole.tobytes()
     assert not np.array_equal(before, whole)
     more = model.fault.draw(model.space, 2, np.random.default_rng(4), {None: model.buf})

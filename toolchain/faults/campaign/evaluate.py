@@ -47,7 +47,7 @@ def evaluate_manifest(
     model = prepare_model(path, data, selection, opt_level, 0, provider, precision)
     flipped = {None: bytearray(model.buf)}
     replay_entries(path, flipped, manifest["flips"], check=False, inline=True)
-    scores = predict(model.session(flipped[None]), model.io, model.x)
+    scores = predict(model.session(flipped[None]), model.io, model.x, model.batch)
     y = data.y
     clean_ok = model.clean.pred == y
     sdc = clean_ok & (scores.pred != y) & ~scores.nonfinite

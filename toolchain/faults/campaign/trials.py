@@ -25,6 +25,7 @@ from onnx import external_data_helper
 
 from qtool.data.datasets import Dataset
 from qtool.errors import QtoolError
+from qtool.evaluation.batching import intermediate_bytes_per_row, rows_per_run
 from qtool.evaluation.evaluate import ModelIO, model_io, run_scores
 from qtool.evaluation.model_io import batches
 from qtool.faults.campaign.stats import TrialResult
@@ -77,9 +78,10 @@ class Scores:
     nonfinite: np.ndarray  # rows with any NaN/Inf score
 
 
-def eval_batch(x: np.ndarray) -> int:
-    """Rows per ONNX Runtime run when scoring a data set (the incremental cache uses the same)."""
-    return max(1, min(len(x), 1024))
+def eval_batch(model: onnx.ModelProto, io: ModelIO, x: np.ndarray) -> int:
+    """Rows per ONNX Runtime run when scoring a data set many times (the incremental cache
+    uses the same): `qtool.evaluation.batching`."""
+    return rows_per_run(intermediate_bytes_per_row(model, io.input_name), len(x))
 
 
 def scores_of(raw: np.ndarray) -> Scores:
@@ -88,8 +90,8 @@ def scores_of(raw: np.ndarray) -> Scores:
     return Scores(pred, nonfinite)
 
 
-def predict(session, io: ModelIO, x: np.ndarray) -> Scores:
-    return scores_of(run_scores(session, io, x, batch=eval_batch(x)))
+def predict(session, io: ModelIO, x: np.ndarray, batch: int) -> Scores:
+    return scores_of(run_scores(session, io, x, batch=batch))
 
 
 @dataclass
@@ -104,6 +106,7 @@ class PreparedModel:
     space: BitSpace
     io: ModelIO
     x: np.ndarray
+    batch: int  # rows per ONNX Runtime run (eval_batch)
     clean: Scores
     converted: list[str]
     opt_level: str
@@ -154,7 +157,8 @@ def prepare_model(
     if not targets:
         raise QtoolError(f"{path}: no eligible bits for {selection.describe()}", param="targets")
     space = bit_space(targets, inline.buffers(), selection.fault_model)
-    meta = qtool_metadata(onnx.ModelProto.FromString(bytes(inline.main)))
+    proto = onnx.ModelProto.FromString(bytes(inline.main))
+    meta = qtool_metadata(proto)
     session = make_session(
         bytes(inline.main),
         [provider],
@@ -165,7 +169,9 @@ def prepare_model(
     )
     io = model_io(session, meta)
     x = io.prepare(data.x)
-    raw = run_scores(session, io, x, batch=eval_batch(x))
+    batch = eval_batch(proto, io, x)
+    del proto
+    raw = run_scores(session, io, x, batch=batch)
     mode, inc, cache = (
         EvaluationMode("full", "whole-model evaluation asked for", limit_mb=cache_mb),
         None,
@@ -173,8 +179,8 @@ def prepare_model(
     )
     if incremental:
         new_session = session_factory(threads, opt_level, provider, precision)
-        inc, mode, cache = _incremental(inline.main, io, targets, x, raw, session, new_session,
-                                        cache_mb)  # fmt: skip
+        inc, mode, cache = _incremental(inline.main, io, targets, x, batch, raw, session,
+                                        new_session, cache_mb)  # fmt: skip
     return PreparedModel(
         path=str(path),
         sha256=sha,
@@ -184,6 +190,7 @@ def prepare_model(
         space=space,
         io=io,
         x=x,
+        batch=batch,
         clean=scores_of(raw),
         converted=converted,
         opt_level=opt_level,
@@ -196,16 +203,16 @@ def prepare_model(
     )
 
 
-def _incremental(buf, io, targets, x, raw, session, new_session, cache_mb):
+def _incremental(buf, io, targets, x, batch, raw, session, new_session, cache_mb):
     """(segments, how trials are evaluated, cache), or no segments and why not."""
-    rows = sum(len(feed) for _, feed in batches(io, x, eval_batch(x)))
+    rows = sum(len(feed) for _, feed in batches(io, x, batch))
     inc, mode = build_incremental(
         buf, io, targets, x, session, new_session, rows=rows, limit_mb=cache_mb
     )
     if inc is None:
         return None, mode, None
     try:
-        cache = inc.cache(x, eval_batch(x), raw)
+        cache = inc.cache(x, batch, raw)
     except NotIdentical as exc:
         mode.mode, mode.reason = "full", f"{exc} on the data set"
         return None, mode, None
@@ -230,7 +237,7 @@ def run_trial(
     if scores is None:
         undo = model.fault.apply(buffers, sites)
         try:
-            scores = predict(model.session(), model.io, model.x)
+            scores = predict(model.session(), model.io, model.x, model.batch)
         except Exception as exc:  # a flipped model ONNX Runtime refuses: counted, not fatal
             return TrialResult(index, bits, trial, 0.0, 0.0, 0, str(exc).splitlines()[0][:200])
         finally:

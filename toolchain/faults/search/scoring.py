@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnx
 
 from qtool.errors import QtoolError
 from qtool.evaluation.model_io import ModelIO, batches, run_scores
@@ -33,7 +34,8 @@ from qtool.stopping import Deadline
 
 OPT_LEVEL = "all"  # as a server runs the model, and as campaigns evaluate it
 # attack samples per ONNX Runtime run: bounds the activations of a candidate's evaluation
-# whatever --attack-samples is (the default 128 runs as one batch)
+# whatever --attack-samples is (the default 128 runs as one batch unless the model's
+# intermediates per row say fewer: `qtool.evaluation.batching`)
 ATTACK_BATCH = 128
 FLIP = FAULT_MODELS.get("flip")
 
@@ -66,9 +68,12 @@ class Scoring:
         self.workers = workers or available_cores()
         self.new_session = session_factory(1, OPT_LEVEL, provider, precision)
         session = self.new_session(bytes(buf))
-        self.attack_batch = max(1, min(len(xa), ATTACK_BATCH))
+        proto = onnx.ModelProto.FromString(bytes(buf))
+        self.attack_batch = min(ATTACK_BATCH, eval_batch(proto, io, xa))
+        self.test_batch = eval_batch(proto, io, xe)
+        del proto
         self.attack = run_scores(session, io, xa, batch=self.attack_batch)
-        self.test = run_scores(session, io, xe, batch=eval_batch(xe))
+        self.test = run_scores(session, io, xe, batch=self.test_batch)
         self.inc, self.caches = None, []
         self.mode = EvaluationMode("full", "whole-model evaluation asked for", limit_mb=cache_mb)
         if incremental:
@@ -77,7 +82,7 @@ class Scoring:
 
     def _segments(self, targets: list[Target], session, cache_mb: float) -> None:
         rows = sum(len(f) for _, f in batches(self.io, self.xa, self.attack_batch))
-        rows += sum(len(f) for _, f in batches(self.io, self.xe, eval_batch(self.xe)))
+        rows += sum(len(f) for _, f in batches(self.io, self.xe, self.test_batch))
         inc, self.mode = build_incremental(
             self.buf, self.io, targets, self.xa, session, self.new_session,
             rows=rows, limit_mb=cache_mb,
@@ -86,7 +91,7 @@ class Scoring:
             return
         try:
             caches = [inc.cache(self.xa, self.attack_batch, self.attack)]
-            caches.append(inc.cache(self.xe, eval_batch(self.xe), self.test))
+            caches.append(inc.cache(self.xe, self.test_batch, self.test))
         except NotIdentical as exc:
             self.mode.mode, self.mode.reason = "full", f"{exc} on the data"
             return
@@ -155,5 +160,5 @@ class Scoring:
         except QtoolError:
             return False
         self.attack = run_scores(session, self.io, self.xa, batch=self.attack_batch)
-        self.test = run_scores(session, self.io, self.xe, batch=eval_batch(self.xe))
+        self.test = run_scores(session, self.io, self.xe, batch=self.test_batch)
         return True
