@@ -53,10 +53,12 @@ def test_no_estimate_without_a_readable_input_shape():
 
 def test_rows_per_run_bounds():
     mb = batching.RUN_INTERMEDIATES_MB * 2**20
-    assert rows_per_run(None, 5000) == MAX_ROWS  # no estimate: the plain cap
+    assert rows_per_run(None, 5 * MAX_ROWS) == MAX_ROWS  # no estimate: the plain cap
     assert rows_per_run(1000, 300) == 300  # small rows: everything in one run
     assert rows_per_run(mb // 10, 300) == 10  # 10 rows fill the bound
+    assert rows_per_run(mb // 105, 400) == 100  # 4 equal runs, not 105, 105, 105, 85
     assert rows_per_run(mb * 4, 300) == 1  # a row over the bound still runs, alone
+    assert rows_per_run(None, 1500) == 750  # two runs of 750 under the 1024-row cap
 
 
 def test_campaign_results_do_not_depend_on_rows_per_run(monkeypatch, tmp_path):
@@ -73,7 +75,7 @@ def test_campaign_results_do_not_depend_on_rows_per_run(monkeypatch, tmp_path):
     row_bytes = intermediate_bytes_per_row(model, "x")
     monkeypatch.setattr(batching, "RUN_INTERMEDIATES_MB", 40 * row_bytes / 2**20)
     prepared = prepare_model(path, load_dataset("digits"), Selection(), incremental=True)
-    assert prepared.batch == 40 < x_rows
+    assert prepared.batch <= 40 < x_rows
     assert prepared.evaluation.mode == "incremental"
     for incremental in (True, False):
         split = run_campaign(

@@ -66,6 +66,9 @@ def _tensor_bytes(info: onnx.ValueInfoProto | None) -> int:
 
 def rows_per_run(row_bytes: int | None, rows: int, cap: int = MAX_ROWS) -> int:
     """Rows for one run: all of `rows` up to `cap`, fewer when `row_bytes` says the run's
-    intermediates would pass RUN_INTERMEDIATES_MB (never fewer than 1)."""
+    intermediates would pass RUN_INTERMEDIATES_MB (never fewer than 1); runs of equal size
+    (400 rows that fit 105 at a time are 4 runs of 100, not 3 of 105 and one of 85)."""
     fit = cap if not row_bytes else int(RUN_INTERMEDIATES_MB * 2**20 // row_bytes)
-    return max(1, min(rows, cap, fit))
+    most = max(1, min(rows, cap, fit))
+    runs = -(-rows // most)
+    return max(1, -(-rows // runs))
