@@ -59,6 +59,7 @@ def test_rows_per_run_bounds():
     assert rows_per_run(mb // 105, 400) == 100  # 4 equal runs, not 105, 105, 105, 85
     assert rows_per_run(mb * 4, 300) == 1  # a row over the bound still runs, alone
     assert rows_per_run(None, 1500) == 750  # two runs of 750 under the 1024-row cap
+    assert rows_per_run(1000, 0) == 1  # no rows: run_scores says the data set is empty
 
 
 def test_campaign_results_do_not_depend_on_rows_per_run(monkeypatch, tmp_path):

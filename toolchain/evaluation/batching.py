@@ -70,5 +70,5 @@ def rows_per_run(row_bytes: int | None, rows: int, cap: int = MAX_ROWS) -> int:
     (400 rows that fit 105 at a time are 4 runs of 100, not 3 of 105 and one of 85)."""
     fit = cap if not row_bytes else int(RUN_INTERMEDIATES_MB * 2**20 // row_bytes)
     most = max(1, min(rows, cap, fit))
-    runs = -(-rows // most)
+    runs = max(1, -(-rows // most))  # an empty data set is refused where it is scored
     return max(1, -(-rows // runs))
