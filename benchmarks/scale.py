@@ -131,7 +131,9 @@ def suffix_bound(int8: Path, data_spec: str, budgets=(1, 5, 20)) -> dict[int, fl
     whole = time.perf_counter() - start
     bits_from = np.zeros(len(seconds))  # eligible bits whose earliest reader is segment j
     for t, n in zip(model.targets, model.space.per_target(), strict=True):
-        bits_from[min(segs.plan.reads[t.loc.name])] += n
+        readers = segs.plan.reads.get(t.loc.name)
+        if readers:  # a weight nothing on the way to the scores reads changes nothing
+            bits_from[min(readers)] += n
     share_from = np.cumsum(bits_from[::-1])[::-1] / bits_from.sum()  # P(bit first read >= j)
     suffix = np.cumsum(seconds[::-1])[::-1]  # seconds of segments j.. end
     out = {}
