@@ -4,6 +4,7 @@ row's intermediate tensors, from shape inference; results do not depend on it.""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -65,8 +66,6 @@ def test_rows_per_run_bounds():
 def test_campaign_results_do_not_depend_on_rows_per_run(monkeypatch, tmp_path):
     """A bound that allows ~40 rows per run splits the digits test split into many runs; the
     trials' results are those of one run over the whole split, incremental or not."""
-    import onnx
-
     path = tmp_path / "conv.onnx"
     model = conv_model()
     onnx.save(model, path)
