@@ -31,6 +31,22 @@ from click.testing import CliRunner
 from qtool.cli import main
 
 COMMANDS = ("inspect", "eval", "package", "flip", "predict")
+
+
+def fuzz_settings(examples: int):
+    """The hypothesis profile of the fuzz tests: a fixed number of derandomised cases, no
+    deadline, no example database (hypothesis is imported here, not by benchmarks/fuzz.py)."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 DATA = {"cnn": "digits", "mlp": "breast-cancer"}
 
 

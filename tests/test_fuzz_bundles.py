@@ -15,17 +15,11 @@ from pathlib import Path
 
 import mutants
 import pytest
-from fuzzing import cli, digest, json_paths, lies, with_field
-from hypothesis import HealthCheck, given, settings
+from fuzzing import cli, digest, fuzz_settings, json_paths, lies, with_field
+from hypothesis import given
 from hypothesis import strategies as st
 
-FUZZ = settings(
-    max_examples=30,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(30)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=8),
     lambda inner: (

@@ -14,17 +14,11 @@ from pathlib import Path
 
 import mutants
 import pytest
-from fuzzing import COMMANDS, Base, malformed, run_case, write_case
-from hypothesis import HealthCheck, given, settings
+from fuzzing import COMMANDS, Base, fuzz_settings, malformed, run_case, write_case
+from hypothesis import given
 from hypothesis import strategies as st
 
-FUZZ = settings(
-    max_examples=12,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
+FUZZ = fuzz_settings(12)
 
 
 @pytest.fixture(scope="module")
