@@ -86,11 +86,23 @@ DEEP = "[" * 100_000 + "]" * 100_000
         (lambda m: m["files"]["MODEL_CARD.md"].update(bytes="12"), "needs a sha256"),
         (lambda m: m.update(format_version="1"), "format_version"),
         (lambda m: m.update(reports={"deep": json.loads("[" * 200 + "]" * 200)}), "json-depth"),
+        (lambda m: m.update(runtime=1), "'runtime' is not an object"),
+        (lambda m: m.update(runtime={"provider": 5}), "'runtime' has no valid 'provider'"),
+        (
+            lambda m: m.update(runtime={"provider": "cpu", "precision": []}),
+            "runtime.precision is not a name",
+        ),
     ],
 )
 def test_malformed_manifest_fields(bundle, change, message):
     edit(bundle, change)
     refused(cli("verify", bundle), match=message)
+
+
+def test_predict_refuses_a_runtime_record_that_is_not_one(bundle):
+    """Found by the manifest fuzz test: `runtime: 1` was an internal error in predict."""
+    edit(bundle, lambda m: m.update(runtime=1))
+    refused(cli("predict", bundle, bundle / "MODEL_CARD.md"), match="'runtime' is not an object")
 
 
 def test_a_manifest_nested_100k_deep(bundle):

@@ -186,6 +186,11 @@ def check_manifest(manifest: dict, path: Path) -> None:
             raise _fail(path, f"initializers[{i}].crc32 is not a list of CRC32 values")
     if manifest.get("ecc") is not None:
         _check_ecc(manifest["ecc"], path)
+    runtime = manifest.get("runtime")  # the provider predict runs on (absent before it existed)
+    if runtime is not None:
+        _record(runtime, {"provider": str}, "'runtime'", path)
+        if not isinstance(runtime.get("precision", ""), str):
+            raise _fail(path, "runtime.precision is not a name")
 
 
 def check_coverage(manifest: dict, path: Path) -> None:
