@@ -78,12 +78,6 @@ class Scores:
     nonfinite: np.ndarray  # rows with any NaN/Inf score
 
 
-def eval_batch(model: onnx.ModelProto, io: ModelIO, x: np.ndarray) -> int:
-    """Rows per ONNX Runtime run when scoring a data set many times (the incremental cache
-    uses the same): `qtool.evaluation.batching`."""
-    return rows_per_run(intermediate_bytes_per_row(model, io.input_name), len(x))
-
-
 def scores_of(raw: np.ndarray) -> Scores:
     nonfinite = ~np.isfinite(raw).all(axis=1)
     pred = np.argmax(np.nan_to_num(raw, nan=-np.inf), axis=1)
@@ -106,7 +100,7 @@ class PreparedModel:
     space: BitSpace
     io: ModelIO
     x: np.ndarray
-    batch: int  # rows per ONNX Runtime run (eval_batch)
+    batch: int  # rows per ONNX Runtime run, the incremental cache's too (batching.py)
     clean: Scores
     converted: list[str]
     opt_level: str
@@ -169,7 +163,7 @@ def prepare_model(
     )
     io = model_io(session, meta)
     x = io.prepare(data.x)
-    batch = eval_batch(proto, io, x)
+    batch = rows_per_run(intermediate_bytes_per_row(proto, io.input_name), len(x))
     del proto
     raw = run_scores(session, io, x, batch=batch)
     mode, inc, cache = (

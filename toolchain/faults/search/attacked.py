@@ -115,7 +115,7 @@ class SearchModel:
         self.xa = self.io.prepare(self.attack.x)
         self.xe = self.io.prepare(self.evaluation.x)
         self.scoring = Scoring(
-            self.files.main, self.io, self.targets, self.xa, self.xe,
+            self.files.main, self.proto, self.io, self.targets, self.xa, self.xe,
             incremental=incremental, cache_mb=cache_mb, provider=provider, precision=precision,
         )  # fmt: skip
         self.labels = scores_of(self.scoring.attack).pred  # the model's own answers

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 
 from qtool.errors import QtoolError
+from qtool.evaluation.batching import intermediate_bytes_per_row, rows_per_run
 from qtool.evaluation.model_io import ModelIO, batches, run_scores
-from qtool.faults.campaign.trials import eval_batch
 from qtool.faults.incremental import (
     DEFAULT_CACHE_MB,
     EvaluationMode,
@@ -53,6 +53,7 @@ class Scoring:
     def __init__(
         self,
         buf: bytearray,
+        proto: onnx.ModelProto,
         io: ModelIO,
         targets: list[Target],
         xa: np.ndarray,
@@ -68,10 +69,9 @@ class Scoring:
         self.workers = workers or available_cores()
         self.new_session = session_factory(1, OPT_LEVEL, provider, precision)
         session = self.new_session(bytes(buf))
-        proto = onnx.ModelProto.FromString(bytes(buf))
-        self.attack_batch = min(ATTACK_BATCH, eval_batch(proto, io, xa))
-        self.test_batch = eval_batch(proto, io, xe)
-        del proto
+        row_bytes = intermediate_bytes_per_row(proto, io.input_name)  # `proto` parses `buf`
+        self.attack_batch = min(ATTACK_BATCH, rows_per_run(row_bytes, len(xa)))
+        self.test_batch = rows_per_run(row_bytes, len(xe))
         self.attack = run_scores(session, io, xa, batch=self.attack_batch)
         self.test = run_scores(session, io, xe, batch=self.test_batch)
         self.inc, self.caches = None, []
